@@ -1,0 +1,75 @@
+# Everyday commands. `make demo` and `make test` each set up a fresh machine by themselves.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install -q -c constraints.txt
+BIN := $(VENV)/bin
+export NO_MKDOCS_2_WARNING := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test sysdeps export check-export nbtest pytest docs docs-exec serve nbs clean bench wheel
+
+# --- environments -------------------------------------------------------------------------------
+$(VENV)/bin/python:
+	python3 -m venv $(VENV)
+
+# The runtime install: what a user gets from `pip install fastfound`, with torch pinned to the local CPU wheel.
+$(VENV)/.installed: $(VENV)/bin/python setup.py settings.ini constraints.txt
+	$(PIP) torch numpy
+	$(PIP) -e .
+	touch $@
+
+# The development install: nbdev 2 and its companions, pytest, hypothesis, mkdocs.
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP) -e ".[dev]"
+	touch $@
+
+# Debian packages the tests use: the real Fashion-MNIST files and a headless browser for the docs test.
+sysdeps:
+	@if [ ! -e /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ] || ! command -v chromium >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then S=; else S=sudo; fi; \
+	  $$S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq dataset-fashion-mnist chromium >/dev/null; \
+	fi
+
+# --- the two commands the README names ------------------------------------------------------------
+demo: $(VENV)/.installed
+	$(PY) -c "from fastfound.matmul import bench_matmul; print(bench_matmul())"
+
+test: $(VENV)/.installed-dev sysdeps check-export nbtest pytest docs
+
+# --- pieces -------------------------------------------------------------------------------------
+export: $(VENV)/.installed-dev
+	$(BIN)/nbdev_export
+
+# Notebooks are the source: exporting them must not change the committed package.
+check-export: $(VENV)/.installed-dev
+	@tmp=$$(mktemp -d); cp -r fastfound $$tmp/; $(BIN)/nbdev_export; \
+	if ! diff -r -x __pycache__ $$tmp/fastfound fastfound; then \
+	  echo "nbdev_export changed fastfound/: edit the notebooks, run 'make export', commit both."; exit 1; fi; \
+	rm -rf $$tmp; echo "notebooks and package agree"
+
+nbtest: $(VENV)/.installed-dev
+	$(BIN)/nbdev_test --n_workers 2
+
+pytest: $(VENV)/.installed-dev
+	$(PY) -m pytest tests -q
+
+docs: $(VENV)/.installed-dev
+	$(BIN)/mkdocs build --strict
+
+serve: $(VENV)/.installed-dev
+	$(BIN)/mkdocs serve -a 127.0.0.1:8000
+
+# Execute every notebook and save its outputs (the docs render saved outputs).
+nbs: $(VENV)/.installed-dev
+	$(PY) tools/run_nbs.py $(NB)
+
+clean:
+	$(BIN)/nbdev_clean
+
+bench: $(VENV)/.installed-dev
+	for f in bench/*.py; do echo "== $$f"; $(PY) $$f; done
+
+wheel: $(VENV)/.installed-dev
+	$(PY) -m build --wheel --outdir dist .
