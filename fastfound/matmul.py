@@ -9,6 +9,7 @@ __all__ = ['matmuls', 'Timing', 'check_matmul', 'matmul_loops', 'matmul_elementw
 # %% ../nbs/00_matmul.ipynb #5fb5f0a2
 import timeit, statistics
 from collections import namedtuple
+from functools import partial
 import torch
 from torch import Tensor, tensor
 
@@ -100,29 +101,38 @@ class BenchTable(list):
         return '\n'.join('| ' + ' | '.join(r) + ' |' for r in rows)
 
 # %% ../nbs/00_matmul.ipynb #5be1e9a4
+def _n_calls(t:timeit.Timer, min_secs:float)->int:
+    "How many calls of `t` take at least `min_secs`."
+    n = 1
+    while (s := t.timeit(n)) < min_secs: n *= 10 if s < min_secs/10 else 2
+    return n
+
 def _time(f, n_repeat:int, min_secs:float)->float:
     "Median seconds per call of `f`, over `n_repeat` runs of enough calls to take `min_secs`."
     t = timeit.Timer(f)
-    n = 1
-    while (s := t.timeit(n)) < min_secs: n *= 10 if s < min_secs/10 else 2
-    return statistics.median([s] + t.repeat(n_repeat-1, n)) / n
+    n = _n_calls(t, min_secs)
+    return statistics.median(t.repeat(n_repeat, n)) / n
 
 # %% ../nbs/00_matmul.ipynb #1dfd7b7b
 def bench_matmul(ar:int=5, # rows of `a`
                  ac:int=784, # columns of `a`, rows of `b`
                  bc:int=10, # columns of `b`
-                 n_repeat:int=7, # timed repeats per version (3 for the three loops)
-                 min_secs:float=0.02, # each repeat makes enough calls to take this long
+                 n_repeat:int=7, # timed rounds (the three loops take part in the first 3)
+                 min_secs:float=0.02, # each round times enough calls of a version to take this long
                  seed:int=42, # seed for the random matrices
                 )->BenchTable:
     "Time the four `matmuls` and `@` on random (ar, ac) @ (ac, bc) matrices; each result is checked first."
     g = torch.Generator().manual_seed(seed)
     a, b = torch.randn(ar, ac, generator=g), torch.randn(ac, bc, generator=g)
-    fs = {**matmuls, '@': torch.matmul}
-    ref, times = a @ b, {}
+    fs, ref = {**matmuls, '@': torch.matmul}, a @ b
     for name, f in fs.items():
         if not torch.allclose(f(a, b), ref, rtol=1e-4, atol=1e-4): raise RuntimeError(f"{name} disagrees with `@`")
-        slow = name == 'loops'
-        times[name] = _time(lambda: f(a, b), 3 if slow else n_repeat, 0 if slow else min_secs)
+    timers = {name: timeit.Timer(partial(f, a, b)) for name, f in fs.items()}
+    ns = {name: 1 if name == 'loops' else _n_calls(t, min_secs) for name, t in timers.items()}
+    runs = {name: [] for name in fs}
+    for i in range(n_repeat):  # rounds alternate the versions, so a busy moment of the machine hits them all alike
+        for name, t in timers.items():
+            if name != 'loops' or i < 3: runs[name].append(t.timeit(ns[name]) / ns[name])
+    secs = {name: statistics.median(r) for name, r in runs.items()}
     flops = 2 * ar * ac * bc
-    return BenchTable(Timing(k, s, times['loops']/s, flops/s/1e9) for k,s in times.items())
+    return BenchTable(Timing(k, s, secs['loops']/s, flops/s/1e9) for k, s in secs.items())
