@@ -174,6 +174,7 @@ def test_to():
         cu = Net(4).cuda()
         assert cu(torch.randn(2, 4, device='cuda')).device.type == 'cuda'
 
+@pytest.mark.filterwarnings('ignore::DeprecationWarning:torch.jit')  # raised inside torch's own compile path
 @pytest.mark.parametrize('backend', ['eager', 'inductor'])
 def test_torch_compile(backend):
     torch._dynamo.reset()
