@@ -96,3 +96,8 @@ def test_bench_table():
 def test_bench_rejects_wrong_results(monkeypatch):
     monkeypatch.setitem(matmuls, 'einsum', lambda a, b: torch.einsum('ik,kj->ij', a, b) + 1)
     with pytest.raises(RuntimeError, match='einsum disagrees'): bench_matmul(ar=2, ac=3, bc=2, n_repeat=1, min_secs=0)
+
+def test_bench_threads_restored():
+    before = torch.get_num_threads()
+    tb = bench_matmul(ar=2, ac=6, bc=3, n_repeat=1, min_secs=0, n_threads=1)
+    assert len(tb) == 5 and torch.get_num_threads() == before
