@@ -86,7 +86,7 @@ def modules(lib:Path) -> list[Module]:
 _re_directive = re.compile(r'^\s*#\|.*$\n?', re.MULTILINE)
 _re_fence = re.compile(r'^(\s*)(```+|~~~+)')
 _re_code = re.compile(r'(?<![\[`])`([^`\n]+)`(?![`\]])')
-_re_link = re.compile(r'\]\(([^)#\s]+)\.ipynb(#[^)\s]*)?\)')
+_re_link = re.compile(r'\[([^\]]*)\]\(([^)#\s]+)\.ipynb(#[^)\s]*)?\)')
 _re_h1 = re.compile(r'^#\s+(.+?)\s*#*\s*$', re.MULTILINE)
 _re_ansi = re.compile(r'\x1B(?:[@-Z\\-_]|\[[0-?]*[ -/]*[@-~])')
 _re_sd = re.compile(r'^\s*show_doc\s*\(')
@@ -190,9 +190,14 @@ class Renderer:
                 data = base64.b64decode(_text(att[mime]))
                 uri = self.asset(f'cell{i}_{nm}' if '.' in nm else f'cell{i}_{nm}.{self.exts[mime]}', data)
                 src = src.replace(f'attachment:{nm}', uri)
-        tgt = (lambda nm: page_uri(Path(nm + '.ipynb'))) if self.site else (lambda nm: f'nbs/{nm}.ipynb')
-        src = _re_link.sub(lambda m: f']({self.link.base}{tgt(m.group(1))}{m.group(2) or ""})', src)
-        return self.link(src)
+        return self.link(_re_link.sub(self.nb_link, src))
+
+    def nb_link(self, m) -> str:
+        "A link to another notebook goes to its page; to a notebook not (yet) in nbs/, it is left as text."
+        text, stem, frag = m.group(1), Path(m.group(2)).name, m.group(3) or ''
+        if stem in self.link.pages: return f'[{text}]({self.link.base}{self.link.pages[stem]}{frag})'
+        log.info(f'{self.page.src.name} links to {stem}.ipynb, which is not in nbs/: shown as text')
+        return text
 
     def output(self, o, i, j) -> str:
         kind = o.get('output_type')

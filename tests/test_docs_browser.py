@@ -44,8 +44,8 @@ def site(tmp_path_factory) -> Path:
         d = Path(d) if Path(d).is_absolute() else ROOT/d
         assert (d/'index.html').exists(), f'DOCS_SITE={d} has no index.html: run `make docs` first'
         return d
-    d = tmp_path_factory.mktemp('site')
-    r = subprocess.run([sys.executable, '-m', 'mkdocs', 'build', '--strict', '-q', '-d', str(d)], cwd=ROOT,
+    d = tmp_path_factory.mktemp('site')  # (no -q: mkdocs -q hides warnings from --strict, and passes)
+    r = subprocess.run([sys.executable, '-m', 'mkdocs', 'build', '--strict', '-d', str(d)], cwd=ROOT,
                        capture_output=True, text=True, env={**os.environ, 'NO_MKDOCS_2_WARNING': '1'})
     assert r.returncode == 0, f'mkdocs build --strict failed:\n{r.stdout}\n{r.stderr}'
     return d
@@ -176,6 +176,17 @@ def test_images_load(pages):
     shown = [i['src'] for _, i in imgs if re.search(r'_files/[^/]+\.png$', i['src'])]
     if figs: assert shown, f'{figs} have saved figures, but no page shows one'
     assert not [s for s in shown if s.startswith('data:')], 'a figure is a data URI, not a file'
+
+def test_every_public_name_has_a_reference_entry(pages, server):
+    "Each module's reference page has an entry (an anchor) for every name in its `__all__` and their methods."
+    mods = hooks.modules(ROOT/'fastfound')
+    for m in mods:
+        url = server + m.uri[:-3] + '/'
+        assert url in pages, f'{m.name} has no reference page at {url}'
+        missing = [n for n in m.names if f'{m.name}.{n}' not in pages[url]['ids']]
+        assert not missing, f'{url} does not document {missing}'
+    listed = [u for u in pages[server + 'api/']['links'] if re.search(r'/api/[^/]+/$', u)]
+    assert {server + m.uri[:-3] + '/' for m in mods} <= set(listed), 'the API overview does not list every module'
 
 def known_name() -> tuple[str, str]:
     "A function the package really has (matmul_einsum if it exists), and its module; else the home page's title."

@@ -75,6 +75,14 @@ def test_links(page):
     assert '[home page](index.md)' in md                              # notebook links become page links
     assert 'def square(x:float, # the number to square' in md          # code is left alone
 
+def test_links_to_missing_notebooks_are_text(page):
+    link = hooks.Linker([], {'index': 'index.md'})
+    pg = hooks.Page(FIX/'x.ipynb', 'x.md', 'x', None)
+    r = hooks.Renderer(pg, link)
+    from execnb.nbio import mk_cell
+    md = r.markdown(mk_cell('See [the start](index.ipynb#install) and [later](./09_later.ipynb).', 'markdown'), 0)
+    assert md == 'See [the start](index.md#install) and later.'
+
 def test_linker_leaves_code_headings_and_links_alone():
     link = hooks.Linker([hooks.Module('fastfound.m', Path('m.py'), '', ['f', 'K', 'K.fit'])], {'01_m': 'm.md'})
     md = '## About `f`\n\nCall `f()` or `K.fit`, see `01_m` and [`f`](x.md); `g` is unknown.\n\n```python\n`f`\n```'
