@@ -80,7 +80,7 @@ def offline(route):
     url = route.request.url
     if url.startswith('http://127.0.0.1:'): return route.continue_()
     if url == GITHUB_API: return route.fulfill(json={'stargazers_count': 0, 'forks_count': 0})
-    if url == GITHUB_API + '/releases/latest': return route.fulfill(json={'tag_name': 'v0.1.0'})
+    if url == GITHUB_API + '/releases/latest': return route.fulfill(json={'tag_name': 'v' + hooks.settings()['version']})
     OUTSIDE.append(url); route.abort()
 
 def page_urls(site:Path, base:str) -> list[str]:

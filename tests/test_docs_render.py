@@ -120,6 +120,13 @@ def test_docments_become_args():
     assert params == {'x': 'the input', 'y': 'a pair', 'z': 'keyword'} and ret == 'the answer'
     assert gd.docments(ast.parse('def g(a, b): pass').body[0], ['def g(a, b): pass']) == ({}, '')
 
+def test_docstring_links():
+    refs = {'Learner': 'pkg.learner.Learner', 'Learner.fit': 'pkg.learner.Learner.fit'}
+    doc = 'Wraps `Learner`; see `Learner.fit()`, not `other`.\n\n```\n`Learner`\n```'
+    assert gd.link_code(doc, refs) == ('Wraps [`Learner`][pkg.learner.Learner]; see [`Learner.fit()`]'
+                                       '[pkg.learner.Learner.fit], not `other`.\n\n```\n`Learner`\n```')
+    assert gd.link_code('A `Learner`.', refs, own='pkg.learner.Learner') == 'A `Learner`.'
+
 def test_a_failing_notebook_names_notebook_and_cell(tmp_path):
     "What `make docs-exec` relies on: the run stops with an error that names the notebook and the cell."
     cells = [{'cell_type': 'markdown', 'metadata': {}, 'source': '# Bad'},
