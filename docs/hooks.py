@@ -297,7 +297,9 @@ class Site:
         "README.md's text, from the index notebook: links point into the repository, figures to the site."
         fn = self.nbs/'index.ipynb'
         if not fn.exists(): return None
-        link = Linker(self.mods, {k: f'nbs/{k}.ipynb' for k in self.pages_by_stem}, style='readme')
+        pages = {k: f'nbs/{k}.ipynb' for k in self.pages_by_stem}
+        if site_url: pages |= {m.name: f'{site_url.rstrip("/")}/{m.uri[:-3]}/' for m in self.mods}  # the published reference
+        link = Linker(self.mods, pages, style='readme')
         return README_HEAD + render(fn, link, img_base=site_url).markdown
 
 def _write_if_changed(fn:Path, text:str):

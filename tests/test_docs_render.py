@@ -120,6 +120,21 @@ def test_docments_become_args():
     assert params == {'x': 'the input', 'y': 'a pair', 'z': 'keyword'} and ret == 'the answer'
     assert gd.docments(ast.parse('def g(a, b): pass').body[0], ['def g(a, b): pass']) == ({}, '')
 
+def test_site_nav_api_and_readme(tmp_path):
+    "The nav: home, the notebooks in order titled by their H1s, then the reference; the README from the index."
+    import shutil
+    shutil.copy(ROOT/'nbs'/'index.ipynb', tmp_path/'index.ipynb')
+    shutil.copy(FIX/'00_fixture.ipynb', tmp_path/'03_late.ipynb')
+    shutil.copy(FIX/'00_fixture.ipynb', tmp_path/'01_early.ipynb')
+    site = hooks.Site(ROOT, tmp_path)
+    nav = site.nav()
+    assert nav[0] == {'Home': 'index.md'}
+    assert nav[1] == {'Notebooks': [{'Squares: a fixture': 'early.md'}, {'Squares: a fixture': 'late.md'}]}
+    assert nav[2]['API reference'][0] == {'Overview': 'api/index.md'}
+    assert {m.uri for m in site.mods} | {'api/index.md'} == set(site.api)
+    readme = site.readme('https://example.invalid/site/')
+    assert readme.startswith(hooks.README_HEAD) and 'docs-test: hidden-cell marker' not in readme
+
 def test_docstring_links():
     refs = {'Learner': 'pkg.learner.Learner', 'Learner.fit': 'pkg.learner.Learner.fit'}
     doc = 'Wraps `Learner`; see `Learner.fit()`, not `other`.\n\n```\n`Learner`\n```'
