@@ -327,13 +327,6 @@ def on_files(files, config):
         _write_if_changed(_site.root/'README.md', readme)  # only from the project's own notebooks
     return files
 
-def on_page_context(context, page, config, nav):
-    "The edit/view buttons of a notebook's page point at the notebook."
-    src = next((p.src for p in _site.pages if p.uri == page.file.src_uri), None)
-    if src is not None and _site.git_url:
-        page.edit_url = f'{_site.git_url}/blob/{_site.branch}/nbs/{src.name}'
-    return context
-
 def on_serve(server, config, builder):
     server.watch(str(_site.nbs))
     server.watch(str(ROOT/'fastfound'))
