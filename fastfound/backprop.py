@@ -187,7 +187,7 @@ def mlp(sizes:list, # widths from inputs to outputs, e.g. `[784, 50, 10]`
         input_grad:bool=False, # compute the gradient of the network's input too
         dtype:torch.dtype=torch.float32,
        )->Sequential:
-    "A multi-layer perceptron of `Lin` and `Relu` layers, Kaiming-scaled, with zero biases."
+    "A multi-layer perceptron of `Lin` and `Relu` layers, Kaiming-scaled, with zero biases; the input gets no `.g` by default."
     if len(sizes) < 2: raise ValueError(f'mlp: need at least an input and an output size, got {sizes}')
     layers = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
