@@ -165,10 +165,11 @@ class CrossEntropy(LayerFunction):
     "Mean cross-entropy of logits `(N, C)` against class indices `(N,)`, with a hand-written backward pass."
     def forward(self, inp, targ):
         _check_ce(inp, targ)
-        return -inp.log_softmax(-1).gather(1, targ[:, None]).mean()
+        return (inp.logsumexp(-1) - inp.gather(1, targ[:, None])[:, 0]).mean()   # mean of -log_softmax[target]
     def bwd(self, out, inp, targ):
-        g = inp.softmax(-1)
-        g[torch.arange(len(targ), device=g.device), targ] -= 1
+        g = (inp - inp.amax(-1, keepdim=True)).exp_()
+        g.div_(g.sum(-1, keepdim=True))                                          # softmax, the stable way
+        g.scatter_add_(1, targ[:, None], g.new_tensor(-1.).expand(len(targ), 1))  # minus the one-hot target
         inp.g = g.mul_(out.g / len(targ))
 
 # %% ../nbs/02_backprop.ipynb #e95ebf94
