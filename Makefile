@@ -34,7 +34,7 @@ sysdeps:
 
 # --- the two commands the README names ------------------------------------------------------------
 demo: $(VENV)/.installed
-	$(PY) -c "from fastfound.matmul import bench_matmul; print(bench_matmul())"
+	$(BIN)/fastfound fit --out runs/demo
 
 test: $(VENV)/.installed-dev sysdeps check-export nbtest pytest docs
 
