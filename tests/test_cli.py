@@ -28,6 +28,7 @@ def test_fit_one_epoch_on_the_sample(tmp_path):
     assert 0.5 < acc <= 1                                      # one epoch on 5,000 images: well above chance (0.1)
     assert sorted(p.name for p in out.iterdir()) == ['history.csv', 'loss.png', 'model.pth']
     assert (out/'loss.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert (out/'model.pth').stat().st_mode & 0o777 == (out/'history.csv').stat().st_mode & 0o777
     sd = torch.load(out/'model.pth', weights_only=True)
     m = cnn(); m.load_state_dict(sd)
     rows = list(csv.DictReader((out/'history.csv').open()))
