@@ -75,3 +75,11 @@ def test_out_is_a_file(tmp_path, capsys):
 def test_bad_arguments_exit_nonzero_in_a_subprocess():
     r = run('fit', '--epochs', '0')
     assert r.returncode == 2 and 'must be a positive number' in r.stderr and r.stdout == ''
+
+
+def test_openmp_sleeps_unless_told_otherwise():
+    code = 'import os, fastfound.cli; print(os.environ["OMP_WAIT_POLICY"])'
+    env = {k: v for k, v in os.environ.items() if k != 'OMP_WAIT_POLICY'}
+    assert subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env).stdout.strip() == 'PASSIVE'
+    env['OMP_WAIT_POLICY'] = 'ACTIVE'
+    assert subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env).stdout.strip() == 'ACTIVE'
