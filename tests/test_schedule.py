@@ -254,6 +254,11 @@ def test_lr_find_leaves_a_permanent_scheduler_alone():
 def test_lr_find_bad_arguments():
     with pytest.raises(ValueError, match='num_it'): toy().lr_find(num_it=1)
     with pytest.raises(ValueError, match='stop_div'): toy().lr_find(stop_div=0.5)
+    with pytest.raises(ValueError, match='opt_func=None'): toy(opt_func=None).lr_find()
+    class OwnStep(Callback):
+        def step(self): pass
+        def zero_grad(self): pass
+    with pytest.raises(ValueError, match='needs an optimizer'): toy(opt_func=None).fit(1, cbs=[OwnStep(), ParamScheduler({'lr': SchedNo(1)})])
 
 def test_suggest_lrs_on_a_known_curve():
     lrs = np.logspace(-6, 0, 61)
