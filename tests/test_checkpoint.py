@@ -79,3 +79,87 @@ def test_rng_round_trip(tmp_path):
     a = draw()
     set_rng_states(load_file(tmp_path/'rng.pt'))
     assert draw() == a
+
+
+# --- through the Learner --------------------------------------------------------------------------------------
+from functools import partial
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from fastfound.checkpoint import Checkpoint, EarlyStopping, load_learner
+from fastfound.data import DataLoaders
+from fastfound.learner import Callback, Learner
+
+
+def small_learner(seed=0, loaders='tensor', cbs=None):
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(300, 8, generator=g), torch.randint(0, 3, (300,), generator=g)
+    if loaders == 'tensor': dls = DataLoaders.from_tensors(x, y, x[:60], y[:60], bs=30, device='cpu')
+    else:  # torch's DataLoader shuffling with its own generator
+        dls = DataLoaders(DataLoader(TensorDataset(x, y), batch_size=30, shuffle=True, generator=torch.Generator().manual_seed(1)),
+                          DataLoader(TensorDataset(x[:60], y[:60]), batch_size=60))
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
+    return Learner(model, dls, lr=0.1, opt_func=partial(torch.optim.SGD, momentum=0.9), cbs=cbs)
+
+class Crash(Callback):
+    def before_batch(self):
+        if self.training and (self.epoch, self.iter) == (2, 4): raise RuntimeError('crash')
+
+def weights(learn): return [p.detach().clone() for p in learn.model.state_dict().values()]
+
+
+@pytest.mark.parametrize('loaders', ['tensor', 'torch'])
+def test_resume_is_exact(tmp_path, loaders):
+    "Crash in epoch 2, resume in a learner built with other seeds: same weights as a run never interrupted."
+    a = small_learner(loaders=loaders, cbs=Checkpoint(tmp_path/'a')); a.fit(4)
+    b = small_learner(loaders=loaders, cbs=Checkpoint(tmp_path/'b'))
+    with pytest.raises(RuntimeError): b.fit(4, cbs=Crash())
+    torch.manual_seed(99)
+    if loaders == 'torch': b.dls.train.generator.manual_seed(99)  # a new process would not have the old generator
+    b = small_learner(seed=5, loaders=loaders, cbs=Checkpoint(tmp_path/'b'))
+    if loaders == 'torch': b.dls.train.generator.manual_seed(99)
+    b.fit(4, resume=True)
+    assert all(torch.equal(x, y) for x, y in zip(weights(a), weights(b)))
+    assert a.recorder.losses == b.recorder.losses
+
+
+def test_evil_file_refused_everywhere(evil_files):
+    marker, files = evil_files
+    for fn in files:
+        for load in (lambda: small_learner().load(fn), lambda: small_learner().fit(1, resume=fn),
+                     lambda: load_learner(fn, nn.Linear(8, 3))):
+            with pytest.raises(CheckpointError, match='refused to load'): load()
+    assert not marker.exists()
+
+
+def test_callback_state_must_be_plain(tmp_path):
+    class NumpyState(Callback):
+        def state_dict(self): return {'best': np.float64(0.5)}
+    learn = small_learner(cbs=[NumpyState(), Checkpoint(tmp_path/'c')])
+    with pytest.raises(TypeError, match=r"callback NumpyState's state_dict\(\)\['best'\] is a numpy.float64"): learn.fit(1)
+
+
+def test_callback_state_mismatch_warns(tmp_path):
+    small_learner(cbs=[EarlyStopping(), Checkpoint(tmp_path/'c')]).fit(1)
+    with pytest.warns(UserWarning, match='lacks, ignored: EarlyStopping'):
+        small_learner(cbs=Checkpoint(tmp_path/'c')).fit(2, resume=True)
+    small_learner(cbs=Checkpoint(tmp_path/'d')).fit(1)
+    with pytest.warns(UserWarning, match='no state for callback EarlyStopping'):
+        small_learner(cbs=[EarlyStopping(), Checkpoint(tmp_path/'e')]).fit(2, resume=tmp_path/'d'/'last.pt')
+
+
+def test_save_load_round_trip(tmp_path):
+    a = small_learner(); a.fit(2)
+    a.save(tmp_path/'w.pt')
+    b = small_learner(seed=3).load(tmp_path/'w.pt')
+    assert all(torch.equal(x, y) for x, y in zip(weights(a), weights(b)))
+    torch.manual_seed(7); a.fit(1)
+    torch.manual_seed(7); b.fit(1)
+    assert all(torch.equal(x, y) for x, y in zip(weights(a), weights(b)))  # momentum came back too
+    c = small_learner(seed=4).load(tmp_path/'w.pt', with_opt=False)
+    assert c.opt is None
+
+
+def test_newer_format_refused(tmp_path):
+    atomic_save(dict(format='fastfound', version=99, kind='weights', model={}), tmp_path/'new.pt')
+    with pytest.raises(CheckpointError, match='newer than this fastfound reads'): small_learner().load(tmp_path/'new.pt')
