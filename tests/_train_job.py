@@ -19,7 +19,7 @@ from torch import nn
 import fastfound.checkpoint as ckpt
 from fastfound.checkpoint import Checkpoint, EarlyStopping, atomic_save
 from fastfound.data import DataLoaders, SAMPLE_PATH, FMNIST_STATS, load_fashion_mnist
-from fastfound.hooks import Hooks, n_hooks
+from fastfound.hooks import ActivationStats, Hooks, n_hooks
 from fastfound.learner import Callback, Learner
 from fastfound.schedule import fit_one_cycle  # noqa: F401 (patches Learner)
 
@@ -74,13 +74,14 @@ if args.delay_save is not None:
 learn = Learner(model, dls, lr=0.05, opt_func=partial(torch.optim.SGD, momentum=0.9),
                 cbs=[Noise(), EarlyStopping(patience=2, min_delta=args.min_delta), Checkpoint(args.dir/'ck')])
 extra = [PauseAt(args.pause_at or args.interrupt_at)] if (args.pause_at or args.interrupt_at) else []
+if args.interrupt_at: extra.append(ActivationStats())  # the library's own hooks must go too
 events = Events()
 
 try:
     learn.fit_one_cycle(args.epochs, 0.1, cbs=extra + [events], resume=True if args.resume else None)
 except KeyboardInterrupt:
     if not args.interrupt_at: raise
-    fit_cbs_left = [type(c).__name__ for c in learn.cbs if c in extra or c is events]
+    fit_cbs_left = [type(c).__name__ for c in learn.cbs if any(c is e for e in extra) or c is events]
     w = torch.cat([p.detach().flatten() for p in model.parameters()])
     report = dict(seen_tail=events.seen[-4:], hooks=n_hooks(model), fit_cbs_left=fit_cbs_left, finite=bool(w.isfinite().all()),
                   stale_grads=sum(int(p.grad is not None and bool(p.grad.any())) for p in model.parameters()),

@@ -8,7 +8,7 @@ import pytest, torch
 from torch import nn
 from fastfound.checkpoint import Checkpoint, CheckpointError, load_file, read_checkpoint
 from fastfound.data import DataLoaders
-from fastfound.hooks import Hooks, n_hooks
+from fastfound.hooks import ActivationStats, Hooks, n_hooks
 from fastfound.learner import Callback, Learner
 
 JOB = Path(__file__).parent/'_train_job.py'
@@ -142,10 +142,10 @@ LEAK = pytest.mark.xfail(strict=True, reason="Learner keeps a failed batch's gra
 def test_interrupt_or_raise_mid_fit(exc, event):
     learn = tiny_learner()
     watch = Watch()
-    with pytest.raises(type(exc)): learn.fit(3, cbs=[watch, raise_in(event, exc, FAULTS[event])])
+    with pytest.raises(type(exc)): learn.fit(3, cbs=[watch, ActivationStats(), raise_in(event, exc, FAULTS[event])])
     assert watch.log[-2:] == ['cleanup_epoch', 'cleanup_fit'] and 'after_fit' not in watch.log
     if event != 'after_epoch': assert watch.log[-3] == 'cleanup_batch'
-    assert n_hooks(learn.model) == 0
+    assert n_hooks(learn.model) == 0  # Watch's and ActivationStats' hooks are gone
     assert [type(c).__name__ for c in learn.cbs] == ['DeviceCB', 'MetricsCB', 'Recorder', 'ProgressCB']
     assert learn.epoch == 1
     # the model is usable: finite, it answers, and it trains on exactly as a fresh learner with its weights would
