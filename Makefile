@@ -36,7 +36,9 @@ sysdeps:
 demo: $(VENV)/.installed
 	$(PY) -c "from fastfound.matmul import bench_matmul; print(bench_matmul())"
 
-test: $(VENV)/.installed-dev sysdeps check-export nbtest pytest docs
+# The strict docs build runs once, before pytest; the browser test in tests/ then checks that very site.
+test: export DOCS_SITE := $(CURDIR)/site
+test: $(VENV)/.installed-dev sysdeps check-export nbtest docs pytest
 
 # --- pieces -------------------------------------------------------------------------------------
 export: $(VENV)/.installed-dev
@@ -55,11 +57,17 @@ nbtest: $(VENV)/.installed-dev
 pytest: $(VENV)/.installed-dev
 	$(PY) -m pytest tests -q
 
+# The site, from the outputs saved in the notebooks (docs/hooks.py renders nbs/*.ipynb); also writes README.md.
 docs: $(VENV)/.installed-dev
 	$(BIN)/mkdocs build --strict
 
 serve: $(VENV)/.installed-dev
 	$(BIN)/mkdocs serve -a 127.0.0.1:8000
+
+# Execute every notebook first (saving its outputs), then build: a failing cell stops it, naming notebook and cell.
+docs-exec: $(VENV)/.installed-dev
+	$(PY) tools/run_nbs.py
+	$(BIN)/mkdocs build --strict
 
 # Execute every notebook and save its outputs (the docs render saved outputs).
 nbs: $(VENV)/.installed-dev

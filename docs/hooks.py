@@ -1,0 +1,333 @@
+"""The docs site is the notebooks: an mkdocs hook that turns every `nbs/*.ipynb` into a page.
+
+mkdocs runs this file (`hooks:` in mkdocs.yml). Nothing it makes is written into `docs/`: the pages, their figures
+and the API reference exist only inside the build, as generated files. The one file it writes is `README.md`, from
+`nbs/index.ipynb`, so that GitHub shows the same home page.
+
+- A notebook's page: its prose, its code (directive lines removed) and its saved outputs, with nbdev's processors
+  hiding `#| hide` cells; Quarto's `include: false`, `echo: false`, `output: false` and `code-fold` are honoured.
+- Figures become PNG files next to the page; show_doc's markdown is rendered as markdown.
+- Inline code naming a public name of the package, a module or a notebook links to its reference or page.
+- `api/<module>.md`: one mkdocstrings page per module of the package, listed under "API reference".
+- The nav follows the notebooks' names (`00_`, `01_`, ...) and takes each title from the notebook's H1.
+"""
+from __future__ import annotations
+import ast, base64, html, json, logging, os, re
+from configparser import ConfigParser
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger('mkdocs.hooks.notebooks')
+ROOT = Path(__file__).resolve().parent.parent
+
+# --- the project: settings.ini, the notebooks, the package's modules -------------------------------------------
+
+def settings(root:Path=ROOT) -> dict:
+    "The `[DEFAULT]` section of nbdev's settings.ini."
+    cp = ConfigParser(delimiters=['=']); cp.read(root/'settings.ini', encoding='utf-8')
+    return dict(cp['DEFAULT'])
+
+def notebooks(nbs:Path) -> list[Path]:
+    "The notebooks that make the site, in their numeric order, `index.ipynb` first."
+    fns = sorted(p for p in nbs.glob('*.ipynb') if not p.name.startswith(('_', '.')))
+    return sorted(fns, key=lambda p: p.stem != 'index')
+
+def page_uri(fn:Path) -> str:
+    "Where notebook `fn`'s page lives in the site: `00_matmul.ipynb` -> `matmul.md` (nbdev drops the number too)."
+    return 'index.md' if fn.stem == 'index' else re.sub(r'^\d+[a-z]?_', '', fn.stem) + '.md'
+
+@dataclass
+class Module:
+    name:str  # dotted name, e.g. `fastfound.matmul`
+    path:Path
+    doc:str = ''
+    names:list = field(default_factory=list)  # public names: `__all__`, and `Class.method` for their public methods
+    @property
+    def uri(self): return 'api/' + self.name.split('.', 1)[-1] + '.md'
+
+def _all_names(tree) -> list[str]:
+    for node in tree.body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and any(getattr(t, 'id', None) == '__all__' for t in
+                (node.targets if isinstance(node, ast.Assign) else [node.target])):
+            try: return [str(o) for o in ast.literal_eval(node.value)]
+            except ValueError: return []
+    return []
+
+def _defined(tree) -> dict:
+    "Top-level names that `tree` defines, each with its node."
+    res = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)): res[node.name] = node
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for t in (node.targets if isinstance(node, ast.Assign) else [node.target]):
+                for n in ast.walk(t):
+                    if isinstance(n, ast.Name): res[n.id] = node
+    return res
+
+def modules(lib:Path) -> list[Module]:
+    "Every module of the package at `lib` (private ones, `_*.py`, left out) with its public names."
+    res = []
+    for p in sorted(lib.rglob('*.py')):
+        rel = p.relative_to(lib.parent).with_suffix('')
+        if any(part.startswith('_') for part in rel.parts[1:]) or '__pycache__' in rel.parts: continue
+        tree = ast.parse(p.read_text(encoding='utf-8'))
+        defs, names = _defined(tree), []
+        for nm in _all_names(tree):
+            if nm not in defs: continue  # made dynamically: mkdocstrings could not document it
+            names.append(nm)
+            if isinstance(defs[nm], ast.ClassDef):
+                names += [f'{nm}.{o.name}' for o in defs[nm].body
+                          if isinstance(o, (ast.FunctionDef, ast.AsyncFunctionDef)) and not o.name.startswith('_')]
+        res.append(Module('.'.join(rel.parts), p, ast.get_docstring(tree) or '', names))
+    return res
+
+# --- one notebook to markdown ---------------------------------------------------------------------------------
+
+_re_directive = re.compile(r'^\s*#\|.*$\n?', re.MULTILINE)
+_re_fence = re.compile(r'^(\s*)(```+|~~~+)')
+_re_code = re.compile(r'(?<![\[`])`([^`\n]+)`(?![`\]])')
+_re_link = re.compile(r'\[([^\]]*)\]\(([^)#\s]+)\.ipynb(#[^)\s]*)?\)')
+_re_h1 = re.compile(r'^#\s+(.+?)\s*#*\s*$', re.MULTILINE)
+_re_ansi = re.compile(r'\x1B(?:[@-Z\\-_]|\[[0-?]*[ -/]*[@-~])')
+_re_sd = re.compile(r'^\s*show_doc\s*\(')
+
+def _text(x) -> str: return x if isinstance(x, str) else ''.join(x)
+
+def _fence(text:str, lang:str='') -> str:
+    "`text` in a fenced code block whose fence is longer than any backtick run inside."
+    n = max([3] + [len(m) + 1 for m in re.findall(r'`{3,}', text)])
+    return f"{'`'*n}{lang}\n{text.rstrip()}\n{'`'*n}"
+
+def quarto_opts(cell):
+    "Honour Quarto's cell options the way Quarto would: `include`, `echo`, `output`, `code-fold`."
+    if cell.cell_type != 'code': return
+    d = {k.rstrip(':'): (v[0].lower() if v else '') for k, v in cell.directives_.items()}
+    if d.get('include') == 'false': del cell['source']; return
+    if d.get('output') == 'false': cell['outputs'] = []
+    cell.echo_ = d.get('echo', 'true') != 'false' and not _re_sd.match(cell.source or '')
+    cell.fold_ = d.get('code-fold', 'false') in ('true', 'show')
+
+def process(nb):
+    "Apply nbdev's own processors and ours to `nb`: what is left is what the page shows."
+    from nbdev.process import NBProcessor
+    from nbdev.processors import hide_, hide_line, filter_stream_, strip_ansi, rm_header_dash
+    return NBProcessor(nb=nb, procs=[hide_, hide_line, filter_stream_, strip_ansi, rm_header_dash, quarto_opts],
+                       process=True).nb
+
+class Linker:
+    "Turns inline code that names a public name, a module or a notebook into a link."
+    def __init__(self, mods:list, pages:dict, style:str='site', base:str=''):
+        self.refs, self.pages, self.style, self.base = {}, dict(pages), style, base
+        for m in mods:
+            if style == 'site': self.pages.setdefault(m.name, m.uri)  # a module links to its reference page
+            for nm in m.names: self.refs.setdefault(nm, f'{m.name}.{nm}')
+
+    def target(self, code:str):
+        key = code[:-2] if code.endswith('()') else code
+        if key in self.pages: return 'page', self.pages[key]
+        if self.style == 'site' and key in self.refs: return 'ref', self.refs[key]
+        return None, None
+
+    def sub(self, m):
+        kind, tgt = self.target(m.group(1))
+        if kind == 'page': return f'[{m.group(0)}]({self.base}{tgt})'
+        if kind == 'ref': return f'[{m.group(0)}][{tgt}]'
+        return m.group(0)
+
+    def __call__(self, md:str) -> str:
+        "Link inline code in `md`, leaving fenced code, headings, link texts and tables' code alone."
+        out, fence = [], None
+        for line in md.split('\n'):
+            f = _re_fence.match(line)
+            if fence:
+                if f and f.group(2)[0] == fence[0] and len(f.group(2)) >= len(fence): fence = None
+            elif f: fence = f.group(2)
+            elif not line.lstrip().startswith('#'): line = _re_code.sub(self.sub, line)
+            out.append(line)
+        return '\n'.join(out)
+
+@dataclass
+class Page:
+    src:Path
+    uri:str
+    title:str
+    module:str|None
+    markdown:str = ''
+    assets:dict = field(default_factory=dict)  # uri -> bytes: figures and attachments
+
+def title_of(nb, fallback:str) -> str:
+    "The notebook's H1, as plain text."
+    for c in nb.cells:
+        if c.cell_type == 'markdown' and (m := _re_h1.search(_text(c.source))):
+            return re.sub(r'`|\*\*|\[([^\]]*)\]\([^)]*\)', r'\1', m.group(1)).strip()
+    return fallback
+
+def default_exp(nb) -> str|None:
+    for c in nb.cells:
+        if c.cell_type == 'code' and (m := re.search(r'^\s*#\|\s*default_exp\s+(\S+)', _text(c.source), re.M)):
+            return m.group(1)
+
+class Renderer:
+    "Renders a processed notebook's cells to markdown; figures are collected in `assets`."
+    mimes = ('text/markdown', 'image/png', 'image/jpeg', 'image/svg+xml', 'text/html', 'text/plain')
+    exts = {'image/png': 'png', 'image/jpeg': 'jpg', 'image/svg+xml': 'svg'}
+
+    def __init__(self, page:Page, link:Linker, img_base:str=''):
+        self.page, self.link, self.img_base = page, link, img_base
+        self.site = link.style == 'site'  # else plain GitHub markdown, for the README
+        self.dir = page.uri[:-3] + '_files' if page.uri != 'index.md' else 'index_files'
+
+    def asset(self, name:str, data:bytes) -> str:
+        uri = f'{self.dir}/{name}'
+        self.page.assets[uri] = data
+        return self.img_base + uri
+
+    def markdown(self, cell, i) -> str:
+        src = _text(cell.source)
+        for nm, att in (cell.get('attachments') or {}).items():
+            mime = next((m for m in self.exts if m in att), None)
+            if mime:
+                data = base64.b64decode(_text(att[mime]))
+                uri = self.asset(f'cell{i}_{nm}' if '.' in nm else f'cell{i}_{nm}.{self.exts[mime]}', data)
+                src = src.replace(f'attachment:{nm}', uri)
+        return self.link(_re_link.sub(self.nb_link, src))
+
+    def nb_link(self, m) -> str:
+        "A link to another notebook goes to its page; to a notebook not (yet) in nbs/, it is left as text."
+        text, stem, frag = m.group(1), Path(m.group(2)).name, m.group(3) or ''
+        if stem in self.link.pages: return f'[{text}]({self.link.base}{self.link.pages[stem]}{frag})'
+        log.info(f'{self.page.src.name} links to {stem}.ipynb, which is not in nbs/: shown as text')
+        return text
+
+    def output(self, o, i, j) -> str:
+        kind = o.get('output_type')
+        if kind == 'stream':
+            txt = _re_ansi.sub('', _text(o.get('text', '')))
+            return _fence(txt, 'text') if txt.strip() else ''
+        if kind == 'error':
+            return _fence(_re_ansi.sub('', '\n'.join(o.get('traceback', []))), 'text')
+        data = o.get('data', {})
+        mime = next((m for m in self.mimes if m in data), None)
+        if mime is None: return ''
+        val = data[mime]
+        if mime == 'text/markdown': return _text(val).strip()
+        if mime in self.exts:
+            raw = _text(val).encode() if mime == 'image/svg+xml' else base64.b64decode(_text(val))
+            return f'![output {j} of cell {i}]({self.asset(f"cell{i}_out{j}.{self.exts[mime]}", raw)})'
+        if mime == 'text/html':
+            val = re.sub(r'(?is)<script.*?</script>', '', _text(val)).strip()
+            return f'<div class="nb-html">\n{val}\n</div>' if self.site else val
+        return _fence(_re_ansi.sub('', _text(val)), 'text')
+
+    def code(self, cell, i) -> str:
+        src = _re_directive.sub('', _text(cell.source)).strip('\n')
+        parts = []
+        if src.strip() and getattr(cell, 'echo_', True):
+            block = _fence(src, 'python')
+            parts.append(f'<details class="nb-fold" markdown>\n<summary>Code</summary>\n\n{block}\n\n</details>'
+                         if getattr(cell, 'fold_', False) else block)
+        outs = '\n\n'.join(s for j, o in enumerate(cell.get('outputs', [])) if (s := self.output(o, i, j)))
+        if outs: parts.append(f'<div class="nb-output" markdown>\n\n{outs}\n\n</div>' if self.site else outs)
+        return '\n\n'.join(parts)
+
+    def __call__(self, nb) -> str:
+        cells = [self.markdown(c, i) if c.cell_type == 'markdown' else self.code(c, i) if c.cell_type == 'code'
+                 else '' for i, c in enumerate(nb.cells)]
+        return '\n\n'.join(c.strip('\n') for c in cells if c.strip()) + '\n'
+
+def render(fn:Path, link:Linker, img_base:str='') -> Page:
+    "Notebook `fn` as a `Page`: markdown, title, module, figures."
+    from execnb.nbio import read_nb
+    nb = read_nb(fn)
+    page = Page(fn, page_uri(fn), title_of(nb, fn.stem), default_exp(nb))
+    page.markdown = Renderer(page, link, img_base)(process(nb))
+    return page
+
+# --- the site ------------------------------------------------------------------------------------------------
+
+def api_page(m:Module, nb_page:Page|None) -> str:
+    intro = f'Introduced in [{nb_page.title}](../{nb_page.uri}).\n\n' if nb_page else ''
+    return f'# `{m.name}`\n\n{intro}::: {m.name}\n'
+
+def api_index(mods:list, by_mod:dict) -> str:
+    rows = ['| module | notebook | public names |', '|---|---|---|']
+    for m in mods:
+        p = by_mod.get(m.name)
+        nb = f'[{p.title}](../{p.uri})' if p else ''
+        nms = ', '.join(f'[`{n}`][{m.name}.{n}]' for n in m.names if '.' not in n)
+        rows.append(f'| [`{m.name}`]({m.uri[4:]}) | {nb} | {nms} |')
+    body = '\n'.join(rows) if mods else 'The package has no public modules yet.'
+    return ('# API reference\n\nEvery public name of every module, with its signature and docstring. '
+            'Each notebook page tells the story; these pages are for looking things up.\n\n' + body + '\n')
+
+README_HEAD = '<!-- This file is generated from nbs/index.ipynb by the docs build (`make docs`): edit the notebook. -->\n\n'
+
+class Site:
+    "Everything one build generates, computed once in `on_config`."
+    def __init__(self, root:Path=ROOT, nbs:Path|None=None):
+        cfg = settings(root)
+        self.root = root
+        self.nbs = Path(nbs or os.environ.get('FASTFOUND_NBS') or root/cfg.get('nbs_path', 'nbs'))
+        self.git_url, self.branch = cfg.get('git_url', '').rstrip('/'), cfg.get('branch', 'main')
+        self.mods = modules(root/cfg.get('lib_path', cfg['lib_name']))
+        fns = notebooks(self.nbs)
+        self.pages_by_stem = {fn.stem: page_uri(fn) for fn in fns}
+        link = Linker(self.mods, self.pages_by_stem)
+        self.pages = [render(fn, link) for fn in fns]
+        self.by_mod = {p.module if '.' in (p.module or '') else f'{cfg["lib_name"]}.{p.module}': p
+                       for p in self.pages if p.module}
+        self.api = {m.uri: api_page(m, self.by_mod.get(m.name)) for m in self.mods}
+        self.api['api/index.md'] = api_index(self.mods, self.by_mod)
+
+    def nav(self) -> list:
+        home = [{'Home': p.uri} for p in self.pages if p.uri == 'index.md']
+        chapters = [{p.title: p.uri} for p in self.pages if p.uri != 'index.md']
+        api = [{'Overview': 'api/index.md'}] + [{m.name: m.uri} for m in self.mods]
+        return home + ([{'Notebooks': chapters}] if chapters else []) + [{'API reference': api}]
+
+    def footer(self, p:Page) -> str:
+        "A page's closing lines: its module's reference and its source notebook."
+        bits = []
+        mod = next((m for m, q in self.by_mod.items() if q is p), None)
+        if m := next((m for m in self.mods if m.name == mod), None): bits.append(f'API reference: [`{mod}`]({m.uri})')
+        if self.git_url: bits.append(f'source: [`nbs/{p.src.name}`]({self.git_url}/blob/{self.branch}/nbs/{p.src.name})')
+        return ('\n\n<p class="nb-footer" markdown>' + ' · '.join(bits) + '</p>\n') if bits else ''
+
+    def readme(self, site_url:str='') -> str|None:
+        "README.md's text, from the index notebook: links point into the repository, figures to the site."
+        fn = self.nbs/'index.ipynb'
+        if not fn.exists(): return None
+        pages = {k: f'nbs/{k}.ipynb' for k in self.pages_by_stem}
+        if site_url: pages |= {m.name: f'{site_url.rstrip("/")}/{m.uri[:-3]}/' for m in self.mods}  # the published reference
+        link = Linker(self.mods, pages, style='readme')
+        return README_HEAD + render(fn, link, img_base=site_url).markdown
+
+def _write_if_changed(fn:Path, text:str):
+    if not fn.exists() or fn.read_text(encoding='utf-8') != text: fn.write_text(text, encoding='utf-8')
+
+# --- mkdocs events -------------------------------------------------------------------------------------------
+
+_site: Site|None = None
+
+def on_config(config):
+    global _site
+    _site = Site()
+    log.info(f'{len(_site.pages)} notebooks, {len(_site.mods)} modules')
+    config.nav = _site.nav()
+    return config
+
+def on_files(files, config):
+    from mkdocs.structure.files import File
+    for p in _site.pages:
+        if files.get_file_from_path(p.uri): raise ValueError(f'docs/{p.uri} exists: it would hide {p.src.name}')
+        files.append(File.generated(config, p.uri, content=p.markdown + _site.footer(p)))
+        for uri, data in p.assets.items(): files.append(File.generated(config, uri, content=data))
+    for uri, md in _site.api.items(): files.append(File.generated(config, uri, content=md))
+    if _site.nbs.resolve() == (_site.root/'nbs').resolve() and (readme := _site.readme(config.site_url or '')):
+        _write_if_changed(_site.root/'README.md', readme)  # only from the project's own notebooks
+    return files
+
+def on_serve(server, config, builder):
+    server.watch(str(_site.nbs))
+    server.watch(str(ROOT/'fastfound'))
+    return server

@@ -1,0 +1,154 @@
+"""The docs build's notebook-to-page step (`docs/hooks.py`), on a fixture notebook that uses every feature it renders.
+
+tests/fixtures/nbs/00_fixture.ipynb was executed with tools/run_nbs.py: its outputs are real (a show_doc, a
+matplotlib figure, an HTML table, printed text). Each hidden thing in it holds a marker string.
+"""
+import ast, base64, importlib.util, json, subprocess, sys
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIX = ROOT/'tests'/'fixtures'/'nbs'
+
+def _load(name, fn):
+    spec = importlib.util.spec_from_file_location(name, fn)
+    mod = sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+hooks = _load('docs_hooks', ROOT/'docs'/'hooks.py')
+gd = _load('griffe_docments', ROOT/'docs'/'griffe_docments.py')
+SQUARE = hooks.Module('fastfound.fixture', Path('fixture.py'), '', ['square'])
+
+@pytest.fixture(scope='module')
+def page():
+    link = hooks.Linker([SQUARE], {'index': 'index.md', '00_fixture': 'fixture.md'})
+    return hooks.render(FIX/'00_fixture.ipynb', link)
+
+def test_fixture_holds_what_the_tests_look_for():
+    "The markers are really in the notebook, in the cells they should be in: the checks below can fail."
+    cells = json.loads((FIX/'00_fixture.ipynb').read_text())['cells']
+    src = {i: ''.join(c['source']) for i, c in enumerate(cells)}
+    def cell(marker): return next(s for s in src.values() if marker in s)
+    assert cell('hidden-cell marker').startswith('#| hide')
+    assert cell('include-false marker').startswith('#| include: false')
+    assert cell('output-false marker').startswith('#| output: false')
+    outs = json.dumps([c.get('outputs', []) for c in cells])
+    assert 'output-false marker' in outs and 'image/png' in outs and 'text/markdown' in outs
+
+def test_title_uri_and_module(page):
+    assert page.title == 'Squares: a fixture'
+    assert page.uri == 'fixture.md' and page.module == 'fixture'
+    assert page.markdown.startswith('# Squares: a fixture\n')
+
+def test_hidden_things_stay_hidden(page):
+    md = page.markdown
+    for marker in ('hidden-cell marker', 'include-false marker', 'nbdev_export'): assert marker not in md
+    assert 'print("fixture: output-false marker")' in md      # its code shows,
+    assert '\nfixture: output-false marker' not in md         # its output does not
+    assert 'shown without its code' in md and 'print("shown without its code")' not in md  # echo: false
+    assert not [l for l in md.splitlines() if l.lstrip().startswith('#|')]
+
+def test_show_doc_is_markdown_without_its_call(page):
+    md = page.markdown
+    assert '### square' in md and '*The square of `x`.*' in md
+    assert 'show_doc(square)' not in md
+
+def test_figures_are_png_files_next_to_the_page(page):
+    pngs = {u: d for u, d in page.assets.items() if u.endswith('.png')}
+    assert pngs and all(u.startswith('fixture_files/') for u in pngs)
+    assert all(d[:8] == b'\x89PNG\r\n\x1a\n' for d in pngs.values())
+    for u in pngs: assert f']({u})' in page.markdown
+    assert 'data:image' not in page.markdown
+
+def test_outputs_tables_and_folds(page):
+    md = page.markdown
+    assert '<div class="nb-output" markdown>' in md
+    assert '<table><tr><th>x</th><th>square</th></tr>' in md  # HTML output, as HTML
+    assert '| 3 | 9 |' in md                                   # a markdown table, as written
+    assert '<details class="nb-fold" markdown>' in md and '```text\n0 0\n1 1\n2 4\n```' in md
+    assert '```text\n9\n```' in md
+
+def test_links(page):
+    md = page.markdown
+    assert '[`square`][fastfound.fixture.square] computes it' in md   # prose mentions link to the reference
+    assert '[home page](index.md)' in md                              # notebook links become page links
+    assert 'def square(x:float, # the number to square' in md          # code is left alone
+
+def test_links_to_missing_notebooks_are_text(page):
+    link = hooks.Linker([], {'index': 'index.md'})
+    pg = hooks.Page(FIX/'x.ipynb', 'x.md', 'x', None)
+    r = hooks.Renderer(pg, link)
+    from execnb.nbio import mk_cell
+    md = r.markdown(mk_cell('See [the start](index.ipynb#install) and [later](./09_later.ipynb).', 'markdown'), 0)
+    assert md == 'See [the start](index.md#install) and later.'
+
+def test_linker_leaves_code_headings_and_links_alone():
+    link = hooks.Linker([hooks.Module('fastfound.m', Path('m.py'), '', ['f', 'K', 'K.fit'])], {'01_m': 'm.md'})
+    md = '## About `f`\n\nCall `f()` or `K.fit`, see `01_m` and [`f`](x.md); `g` is unknown.\n\n```python\n`f`\n```'
+    out = link(md)
+    assert out.splitlines()[0] == '## About `f`'
+    assert '[`f()`][fastfound.m.f]' in out and '[`K.fit`][fastfound.m.K.fit]' in out
+    assert '[`01_m`](m.md)' in out and '[`f`](x.md)' in out and ' `g` is' in out
+    assert out.endswith('```python\n`f`\n```')
+    assert '[`fastfound.m`](api/m.md)' in link('`fastfound.m`')
+
+def test_readme_flavour_is_plain_github_markdown():
+    link = hooks.Linker([SQUARE], {'index': 'nbs/index.ipynb'}, style='readme')
+    md = hooks.render(FIX/'00_fixture.ipynb', link, img_base='https://example.invalid/').markdown
+    assert 'nb-output' not in md and '[home page](nbs/index.ipynb)' in md
+    assert '](https://example.invalid/fixture_files/' in md and '][fastfound.' not in md
+
+def test_notebook_order_and_uris(tmp_path):
+    for n in ['10_b.ipynb', '02_a.ipynb', 'index.ipynb', '_draft.ipynb', '.x.ipynb', '02a_extra.ipynb']:
+        (tmp_path/n).write_text('{}')
+    assert [p.name for p in hooks.notebooks(tmp_path)] == ['index.ipynb', '02_a.ipynb', '02a_extra.ipynb', '10_b.ipynb']
+    assert [hooks.page_uri(p) for p in hooks.notebooks(tmp_path)] == ['index.md', 'a.md', 'extra.md', 'b.md']
+
+def test_modules_list_public_names(tmp_path):
+    (tmp_path/'pkg').mkdir()
+    (tmp_path/'pkg'/'m.py').write_text('__all__ = ["f", "K", "made_later"]\n'
+        'def f(): pass\ndef _g(): pass\nclass K:\n    def fit(self): pass\n    def _step(self): pass\n')
+    (tmp_path/'pkg'/'_private.py').write_text('__all__ = ["h"]\ndef h(): pass\n')
+    [m] = hooks.modules(tmp_path/'pkg')
+    assert m.name == 'pkg.m' and m.names == ['f', 'K', 'K.fit'] and m.uri == 'api/m.md'
+
+def test_docments_become_args():
+    src = ('def f(x:int, # the input\n      y=(1,\n         2), # a pair\n      *, z=3 # keyword\n'
+           '     )->int: # the answer\n    "Doc."\n    return x\n')
+    params, ret = gd.docments(ast.parse(src).body[0], src.splitlines())
+    assert params == {'x': 'the input', 'y': 'a pair', 'z': 'keyword'} and ret == 'the answer'
+    assert gd.docments(ast.parse('def g(a, b): pass').body[0], ['def g(a, b): pass']) == ({}, '')
+
+def test_site_nav_api_and_readme(tmp_path):
+    "The nav: home, the notebooks in order titled by their H1s, then the reference; the README from the index."
+    import shutil
+    shutil.copy(ROOT/'nbs'/'index.ipynb', tmp_path/'index.ipynb')
+    shutil.copy(FIX/'00_fixture.ipynb', tmp_path/'03_late.ipynb')
+    shutil.copy(FIX/'00_fixture.ipynb', tmp_path/'01_early.ipynb')
+    site = hooks.Site(ROOT, tmp_path)
+    nav = site.nav()
+    assert nav[0] == {'Home': 'index.md'}
+    assert nav[1] == {'Notebooks': [{'Squares: a fixture': 'early.md'}, {'Squares: a fixture': 'late.md'}]}
+    assert nav[2]['API reference'][0] == {'Overview': 'api/index.md'}
+    assert {m.uri for m in site.mods} | {'api/index.md'} == set(site.api)
+    readme = site.readme('https://example.invalid/site/')
+    assert readme.startswith(hooks.README_HEAD) and 'docs-test: hidden-cell marker' not in readme
+
+def test_docstring_links():
+    refs = {'Learner': 'pkg.learner.Learner', 'Learner.fit': 'pkg.learner.Learner.fit'}
+    doc = 'Wraps `Learner`; see `Learner.fit()`, not `other`.\n\n```\n`Learner`\n```'
+    assert gd.link_code(doc, refs) == ('Wraps [`Learner`][pkg.learner.Learner]; see [`Learner.fit()`]'
+                                       '[pkg.learner.Learner.fit], not `other`.\n\n```\n`Learner`\n```')
+    assert gd.link_code('A `Learner`.', refs, own='pkg.learner.Learner') == 'A `Learner`.'
+
+def test_a_failing_notebook_names_notebook_and_cell(tmp_path):
+    "What `make docs-exec` relies on: the run stops with an error that names the notebook and the cell."
+    cells = [{'cell_type': 'markdown', 'metadata': {}, 'source': '# Bad'},
+             {'cell_type': 'code', 'metadata': {}, 'source': 'x = 1', 'outputs': [], 'execution_count': None},
+             {'cell_type': 'code', 'metadata': {}, 'source': '1/0', 'outputs': [], 'execution_count': None}]
+    fn = tmp_path/'07_bad.ipynb'
+    fn.write_text(json.dumps({'cells': cells, 'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5}))
+    r = subprocess.run([sys.executable, str(ROOT/'tools'/'run_nbs.py'), '--one', str(fn)], capture_output=True, text=True)
+    assert r.returncode != 0
+    assert '07_bad.ipynb' in r.stderr and 'Cell #3' in r.stderr and 'ZeroDivisionError' in r.stderr
