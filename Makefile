@@ -34,7 +34,7 @@ sysdeps:
 
 # --- the two commands the README names ------------------------------------------------------------
 demo: $(VENV)/.installed
-	$(PY) -c "from fastfound.matmul import bench_matmul; print(bench_matmul())"
+	$(BIN)/fastfound fit --out runs/demo
 
 # The strict docs build runs once, before pytest; the browser test in tests/ then checks that very site.
 test: export DOCS_SITE := $(CURDIR)/site

@@ -165,3 +165,27 @@ def test_device_cb_moves_model_and_batches():
     learn = Learner(nn.Linear(5, 3), dls(), cbs=[DeviceCB('cpu'), Peek(), ProgressCB(bars=False)])
     learn.fit(1)
     assert set(seen) == {(torch.device('cpu'), torch.device('cpu'))} and learn.device_cb.device == torch.device('cpu')
+
+
+def test_failure_in_before_fit_is_not_masked_by_cleanups(tmp_path):
+    "Cleanups of callbacks whose before_fit never ran must not raise and hide the real error."
+    class Early(Callback):
+        order = -1000
+        def before_fit(self): raise KeyError('the real error')
+    learn = Learner(nn.Linear(5, 3), dls(), metrics=accuracy, cbs=[Early(), CSVLogger(tmp_path/'h.csv'), ProgressCB(bars=True)])
+    with pytest.raises(KeyError, match='the real error') as e: learn.fit(1)
+    assert e.value.__notes__ == ['raised in callback Early.before_fit'] and e.value.__context__ is None
+
+
+def test_optimizer_without_param_groups():
+    "A hand-written optimizer with only `step`: the recorder falls back to learn.lr."
+    class PlainSGD:
+        def __init__(self, params, lr): self.params, self.lr = list(params), lr
+        def step(self):
+            with torch.no_grad():
+                for p in self.params: p -= self.lr * p.grad
+        def zero_grad(self):
+            for p in self.params: p.grad = None
+    learn = Learner(nn.Linear(5, 3), dls(), opt_func=PlainSGD, lr=0.05, cbs=ProgressCB(bars=False))
+    learn.fit(1)
+    assert learn.recorder.lrs == [0.05] * len(learn.recorder.losses)

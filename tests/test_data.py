@@ -155,6 +155,7 @@ def test_download_into_cache(clean_env, server, monkeypatch):
     got = fashion_mnist_path(url=url, sample=False)
     assert got == ffd.cache_dir() and sorted(os.listdir(got)) == sorted(FMNIST_FILES)
     assert load_fashion_mnist(got)[0].shape == (20, 28, 28)
+    assert all((got/f).stat().st_mode & 0o777 == ffd.file_mode() for f in FMNIST_FILES)   # not mkstemp's 0o600
 
 
 def test_download_bad_hash_leaves_nothing(clean_env, server):

@@ -288,3 +288,65 @@ def test_validation_has_no_grad_and_eval_mode():
         def after_pred(self): seen.append((self.training, self.model.training, torch.is_grad_enabled()))
     Learner(nn.Linear(3, 2), tiny_dls(4, 2, 2), cbs=Mode(), default_cbs=False).fit(1)
     assert seen == [(True, True, True), (True, True, True), (False, False, False)]
+
+
+# --- properties over every place a cancel can be raised -------------------------------------------------------
+from hypothesis import given, settings, strategies as st
+
+CANCELS = {'fit': CancelFitException, 'epoch': CancelEpochException, 'train': CancelTrainException,
+           'validate': CancelValidateException, 'batch': CancelBatchException}
+
+
+@settings(max_examples=200, deadline=None)
+@given(stage=st.sampled_from(list(CANCELS)), event=st.sampled_from([e for e in EVENTS if not e.startswith('cleanup_')]),
+       at=st.sampled_from([None, 0, 1]), phase=st.sampled_from([None, True, False]), epochs=st.integers(1, 2))
+def test_events_nest_and_after_means_finished(stage, event, at, phase, epochs):
+    "Wherever a cancel is raised: stages nest, every opened stage is cleaned up, and a cancelled stage has no after."
+    t = Trace(CANCELS[stage], event, at=at, phase=phase)
+    learn = Learner(nn.Linear(3, 2), tiny_dls(), cbs=t, default_cbs=False)
+    raises = []
+    orig = t._ev
+    def spy(e):
+        try: orig(e)
+        except Exception: raises.append(len(t.log) - 1); raise
+    t._ev = spy
+    for e in EVENTS: setattr(t, e, (lambda e: lambda: t._ev(e))(e))
+    try: learn.fit(epochs); escaped = False
+    except CANCELS[stage]: escaped = True
+    log, stack, spans = t.log, [], []
+    for i, e in enumerate(log):
+        kind, s = e.split('_', 1)
+        if kind == 'before': stack.append((s, i))
+        elif kind == 'cleanup':
+            assert stack and stack[-1][0] == s, log               # cleanups close the innermost open stage
+            spans.append((s, stack.pop()[1], i))
+        elif e in STEP_EVENTS: assert stack[-1][0] == 'batch', log
+        else: assert stack[-1][0] == s and log[i + 1] == f'cleanup_{s}', log   # after_X comes last, then cleanup_X
+    assert stack == [] and log[0] == 'before_fit' and log[-1] == 'cleanup_fit', log
+    for r in raises:
+        inside = [(a, b) for s, a, b in spans if s == stage and a <= r <= b]
+        if not inside: assert escaped; continue                  # a cancel raised outside its stage leaves fit
+        a, b = max(inside)                                       # the innermost such stage: the one cancelled
+        assert f'after_{stage}' not in log[r + 1:b], log          # no after_X once X was cancelled
+    if not raises: assert log.count('after_fit') == 1 and log.count('after_epoch') == epochs
+
+
+def test_recorder_counts_after_batch_only():
+    from fastfound.callbacks import Recorder
+    class Skip(Callback):
+        def after_step(self):
+            if self.iter == 0: raise CancelBatchException
+    t, r = Trace(), Recorder()
+    Learner(nn.Linear(3, 2), tiny_dls(6, 2, 2), cbs=[Skip(), t, r], default_cbs=False).fit(2)
+    training_after_batches = 2 * 2                              # 3 batches per epoch, the first one cancelled
+    assert len(r.losses) == training_after_batches
+
+
+def test_any_iterable_of_batches_works():
+    from torch.utils.data import DataLoader, TensorDataset
+    from fastfound.callbacks import DeviceCB, MetricsCB, accuracy
+    x, y = torch.randn(20, 3), torch.randint(0, 2, (20,))
+    dls = DataLoaders(DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True), DataLoader(TensorDataset(x, y), batch_size=8))
+    learn = Learner(nn.Linear(3, 2), dls, cbs=[DeviceCB('cpu'), MetricsCB(accuracy)], default_cbs=False)
+    learn.fit(2)
+    assert set(learn.epoch_stats) >= {'train_loss', 'valid_loss', 'valid_accuracy'}
