@@ -310,6 +310,9 @@ def _do_batches(self:Learner):
             if after: _call('after_batch', after)
         except CancelBatchException:
             if training: zero_grad()
+        except BaseException: # an error or Ctrl-C: leave no half batch's gradients for the next fit
+            if training: zero_grad()
+            raise
         finally:
             if cleanup: _call('cleanup_batch', cleanup)
     if self.iter < 0: raise ValueError(f'dls.{"train" if training else "valid"} yielded no batches')

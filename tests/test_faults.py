@@ -133,12 +133,11 @@ def raise_in(event:str, exc:BaseException, when):
 
 mid_batch = lambda l: l.training and (l.epoch, l.iter) == (1, 3)
 FAULTS = {'before_batch': mid_batch, 'after_backward': mid_batch, 'after_epoch': lambda l: l.epoch == 1}
-# A fault after backward leaves that batch's gradients in the parameters, and the next fit adds them to its first
-# step: the Learner should clear the gradients when a fit ends with an exception (see the note in the report).
-LEAK = pytest.mark.xfail(strict=True, reason="Learner keeps a failed batch's gradients: the next fit's first step includes them")
+# A fault after backward must not leave that batch's gradients in the parameters for the next fit's first step:
+# the Learner clears them when a batch ends with an exception.
 
 @pytest.mark.parametrize('exc', [KeyboardInterrupt(), RuntimeError('a callback failed')], ids=['KeyboardInterrupt', 'RuntimeError'])
-@pytest.mark.parametrize('event', ['before_batch', pytest.param('after_backward', marks=LEAK), 'after_epoch'])
+@pytest.mark.parametrize('event', ['before_batch', 'after_backward', 'after_epoch'])
 def test_interrupt_or_raise_mid_fit(exc, event):
     learn = tiny_learner()
     watch = Watch()
