@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export NO_MKDOCS_2_WARNING := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test sysdeps export check-export nbtest pytest docs docs-exec serve nbs clean bench wheel
+.PHONY: demo test sysdeps lint export check-export nbtest pytest docs docs-exec serve nbs clean bench wheel
 
 # --- environments -------------------------------------------------------------------------------
 $(VENV)/bin/python:
@@ -34,15 +34,19 @@ sysdeps:
 
 # --- the two commands the README names ------------------------------------------------------------
 demo: $(VENV)/.installed
-	$(BIN)/fastfound fit --out runs/demo
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/fastfound fit --out runs/demo
 
 # The strict docs build runs once, before pytest; the browser test in tests/ then checks that very site.
 test: export DOCS_SITE := $(CURDIR)/site
-test: $(VENV)/.installed-dev sysdeps check-export nbtest docs pytest
+test: $(VENV)/.installed-dev sysdeps lint check-export nbtest docs pytest
 
 # --- pieces -------------------------------------------------------------------------------------
 export: $(VENV)/.installed-dev
 	$(BIN)/nbdev_export
+
+# Style: ruff.toml (100 characters a line, no `;`-chained statements) over the package and the notebooks.
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check fastfound nbs
 
 # Notebooks are the source: exporting them must not change the committed package.
 check-export: $(VENV)/.installed-dev

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastfound.callbacks import accuracy
+from fastfound.learner import accuracy
 from fastfound.data import DataLoaders, fashion_mnist_dls
 from fastfound.learner import Learner
 

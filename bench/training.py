@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from fastfound.callbacks import DeviceCB
+from fastfound.learner import DeviceCB
 from fastfound.data import DataLoaders, TensorLoader, load_fashion_mnist, FMNIST_STATS
 from fastfound.learner import Learner
 from fastfound.training import GradAccum, MixedPrecision, NaNGuard

@@ -4,83 +4,57 @@
 
 # %% ../nbs/12_cli.ipynb #d47f9098
 from __future__ import annotations
-import os
-os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # before torch starts OpenMP; see above
-import argparse, math, sys, tempfile, time
+import argparse, math, time
 from pathlib import Path
 import torch
-from torch import nn
 import fastfound
-from .data import FMNIST_FILES, fashion_mnist_dls, default_device, file_mode
-from .learner import Callback, Learner
-from .callbacks import CSVLogger, DeviceCB, accuracy
+from .checkpoint import *
+from .callbacks import CSVLogger
+from .data import FMNIST_CLASSES, FMNIST_FILES, FMNIST_STATS, default_device, fashion_mnist_dls
+from .files import atomic_write
+from .learner import DeviceCB, Learner, accuracy
+from .models import MODELS
+from .schedule import *
+from .state import set_seed
 
 # %% auto #0
-__all__ = ['MODELS', 'mlp', 'conv', 'cnn', 'OneCycle', 'atomic_write', 'parser', 'fit', 'main']
-
-# %% ../nbs/12_cli.ipynb #6455ed29
-def mlp(n_hidden:int=128)->nn.Module:
-    "784 -> `n_hidden` -> 10 with a ReLU; takes `N,1,28,28` or `N,784`."
-    return nn.Sequential(nn.Flatten(), nn.Linear(784, n_hidden), nn.ReLU(), nn.Linear(n_hidden, 10))
-
-def conv(ni:int, nf:int, act:bool=True)->list:
-    "A stride-2 3x3 convolution, with batch norm and ReLU unless `act=False`."
-    if not act: return [nn.Conv2d(ni, nf, 3, 2, 1)]
-    return [nn.Conv2d(ni, nf, 3, 2, 1, bias=False), nn.BatchNorm2d(nf), nn.ReLU()]
-
-def cnn(widths:tuple=(12, 24, 48, 96))->nn.Module:
-    "Stride-2 convolutions from `N,1,28,28` down to 10 scores at 1x1."
-    chans = (1, *widths)
-    return nn.Sequential(*[l for a, b in zip(chans, chans[1:]) for l in conv(a, b)], *conv(chans[-1], 10, act=False),
-                         nn.Flatten())
-
-MODELS = {'cnn': cnn, 'mlp': mlp}
-
-# %% ../nbs/12_cli.ipynb #b8a4475b
-class OneCycle(Callback):
-    "`torch.optim.lr_scheduler.OneCycleLR` over the whole fit, stepped per batch."
-    def __init__(self, pct_start:float=0.25): self.pct_start = pct_start
-    def before_fit(self):
-        total = (self.n_epochs - self.start_epoch) * len(self.dls.train)
-        self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=self.lr, total_steps=total, pct_start=self.pct_start)
-    def after_step(self): self.sched.step()
-
-# %% ../nbs/12_cli.ipynb #d74cf231
-def atomic_write(fn:Path|str, # the file to (re)place
-                 write, # `write(path)` writes the content to `path`
-                ):
-    "Write `fn` through a temporary file in its directory and an atomic rename."
-    fn = Path(fn)
-    fd, tmp = tempfile.mkstemp(dir=fn.parent, prefix=f'.{fn.name}.', suffix=fn.suffix)
-    os.close(fd)
-    try: write(tmp); os.chmod(tmp, file_mode()); os.replace(tmp, fn)
-    except BaseException: Path(tmp).unlink(missing_ok=True); raise
+__all__ = ['parser', 'fit', 'main']
 
 # %% ../nbs/12_cli.ipynb #e3509991
-def _positive(kind):
+def _number(kind, lo=0, hi=math.inf, strict=True):
+    "An argparse type: a `kind` number in `(lo, hi]` (`[lo, hi]` with `strict=False`)."
     def parse(s):
         try: v = kind(s)
-        except ValueError: raise argparse.ArgumentTypeError(f'not a number: {s!r}')
-        if not (v > 0 and math.isfinite(v)): raise argparse.ArgumentTypeError(f'must be a positive number, got {s}')
+        except ValueError: raise argparse.ArgumentTypeError(f'not a number: {s!r}') from None
+        if not (math.isfinite(v) and (v > lo if strict else v >= lo) and v <= hi):
+            what = 'a positive number' if strict and lo == 0 else f'a number from {lo}'
+            raise argparse.ArgumentTypeError(f'must be {what}' + (f' up to {hi:g}' if hi < math.inf else '') +
+                                             f', got {s}')
         return v
     parse.__name__ = kind.__name__
     return parse
 
 def parser()->argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='fastfound', description='fastfound: a small, fast, fastai-style deep learning library.')
+    "The arguments of the `fastfound` command."
+    p = argparse.ArgumentParser(prog='fastfound',
+                                description='fastfound: a small, fast, fastai-style deep learning library.')
     p.add_argument('--version', action='version', version=f'fastfound {fastfound.__version__}')
     sub = p.add_subparsers(dest='cmd', metavar='COMMAND', required=True)
-    f = sub.add_parser('fit', help='train a model on Fashion-MNIST', description='Train a model on Fashion-MNIST and '
-                       'report its test accuracy; save model.pth, loss.png and history.csv into --out.')
+    f = sub.add_parser('fit', help='train a model on Fashion-MNIST',
+                       description='Train a model on Fashion-MNIST and report its test accuracy; save model.pth, '
+                       'loss.png and history.csv into --out.')
     f.add_argument('--model', choices=sorted(MODELS), default='cnn', help='the network (default: %(default)s)')
-    f.add_argument('--epochs', type=_positive(int), default=5, help='epochs (default: %(default)s)')
-    f.add_argument('--bs', type=_positive(int), default=256, help='batch size (default: %(default)s)')
-    f.add_argument('--lr', type=_positive(float), default=None, help='peak learning rate (default: 1e-2 cnn, 3e-3 mlp)')
+    f.add_argument('--epochs', type=_number(int, hi=10_000), default=5, help='epochs (default: %(default)s)')
+    f.add_argument('--bs', type=_number(int, hi=60_000), default=256, help='batch size (default: %(default)s)')
+    f.add_argument('--lr', type=_number(float, hi=100), default=None,
+                   help='peak learning rate (default: 1e-2 cnn, 3e-3 mlp)')
     f.add_argument('--data', type=Path, default=None, metavar='PATH',
                    help='a directory with the four Fashion-MNIST .gz files (default: search; see fastfound.data)')
     f.add_argument('--device', default=None, help='cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)')
-    f.add_argument('--out', type=Path, default=Path('runs/fit'), metavar='DIR', help='where to save (default: %(default)s)')
-    f.add_argument('--seed', type=int, default=0, help='random seed (default: %(default)s)')
+    f.add_argument('--out', type=Path, default=Path('runs/fit'), metavar='DIR',
+                   help='where to save (default: %(default)s)')
+    f.add_argument('--seed', type=_number(int, hi=2**32 - 1, strict=False), default=0,
+                   help='random seed, 0 to 2**32-1 (default: %(default)s)')
     return p
 
 # %% ../nbs/12_cli.ipynb #9a1ca097
@@ -91,30 +65,34 @@ def _check(p:argparse.ArgumentParser, a:argparse.Namespace):
         if missing: p.error(f'--data {a.data}: missing {", ".join(missing)}')
     try: a.device = default_device() if a.device is None else torch.device(a.device)
     except RuntimeError as e: p.error(f'--device {a.device}: {e}')
-    if a.device.type == 'cuda' and not torch.cuda.is_available(): p.error(f'--device {a.device}: CUDA is not available here')
+    if a.device.type not in ('cpu', 'cuda'): p.error(f'--device {a.device}: fastfound fit runs on cpu or cuda')
+    if a.device.type == 'cuda' and not torch.cuda.is_available():
+        p.error(f'--device {a.device}: CUDA is not available here')
     if a.out.exists() and not a.out.is_dir(): p.error(f'--out {a.out}: exists and is not a directory')
 
 # %% ../nbs/12_cli.ipynb #1ecb5e7d
 def fit(a:argparse.Namespace):
     "Run `fastfound fit` with parsed arguments."
-    import matplotlib; matplotlib.use('Agg')
+    import matplotlib
+    matplotlib.use('Agg')
     t0 = time.perf_counter()
-    torch.manual_seed(a.seed)
+    set_seed(a.seed)
     a.out.mkdir(parents=True, exist_ok=True)
     dls = fashion_mnist_dls(a.bs, conv=True, path=a.data, device=a.device)
     print(f'data: {len(dls.train.x):,} training and {len(dls.valid.x):,} test images; model: {a.model}; '
           f'device: {a.device}; loaded in {time.perf_counter() - t0:.1f}s', flush=True)
     lr = a.lr or (1e-2 if a.model == 'cnn' else 3e-3)
     learn = Learner(MODELS[a.model](), dls, opt_func=torch.optim.AdamW, lr=lr, metrics=accuracy,
-                    cbs=[DeviceCB(a.device), OneCycle(), CSVLogger(a.out/'history.csv')])
-    learn.fit(a.epochs)
+                    cbs=[DeviceCB(a.device), CSVLogger(a.out/'history.csv')])
+    learn.fit_one_cycle(a.epochs, lr)
     acc = learn.epoch_stats['valid_accuracy']
-    atomic_write(a.out/'model.pth', lambda p: torch.save(learn.model.state_dict(), p))
+    learn.export(a.out/'model.pth', meta=dict(model=a.model, classes=FMNIST_CLASSES, norm=FMNIST_STATS))
     ax = learn.recorder.plot_loss()
     ax.set_title(f'fastfound fit --model {a.model}: test accuracy {acc:.2%}')
-    atomic_write(a.out/'loss.png', lambda p: ax.figure.savefig(p, format='png', dpi=100))
+    atomic_write(a.out/'loss.png', lambda f: ax.figure.savefig(f, format='png', dpi=100))
     print(f'test accuracy: {acc:.4f}')
-    print(f'saved {a.out/"model.pth"}, {a.out/"loss.png"}, {a.out/"history.csv"}; total {time.perf_counter() - t0:.1f}s')
+    print(f'saved {a.out/"model.pth"}, {a.out/"loss.png"}, {a.out/"history.csv"}; '
+          f'total {time.perf_counter() - t0:.1f}s')
     return learn
 
 # %% ../nbs/12_cli.ipynb #da4a67fe
@@ -122,5 +100,7 @@ def main(argv:list|None=None)->int:
     "The `fastfound` console script."
     p = parser()
     a = p.parse_args(argv)
-    if a.cmd == 'fit': _check(p, a); fit(a)
+    if a.cmd == 'fit':
+        _check(p, a)
+        fit(a)
     return 0

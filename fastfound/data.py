@@ -4,15 +4,15 @@
 
 # %% ../nbs/05_data.ipynb #ed3d2354
 from __future__ import annotations
-import gzip, hashlib, http.client, math, os, struct, sys, tempfile, urllib.request, zlib
+import gzip, hashlib, http.client, importlib.util, math, os, struct, sys, urllib.request, zlib
 from pathlib import Path
 import torch
 from torch import Tensor
-import fastfound
+from .files import atomic_write
 
 # %% auto #0
 __all__ = ['FMNIST_URL', 'FMNIST_SHA256', 'FMNIST_FILES', 'FMNIST_CLASSES', 'DEBIAN_PATH', 'SAMPLE_PATH', 'FMNIST_STATS',
-           'read_idx', 'write_idx', 'cache_dir', 'sha256', 'interactive', 'file_mode', 'download', 'fashion_mnist_path',
+           'read_idx', 'write_idx', 'cache_dir', 'sha256', 'interactive', 'download', 'fashion_mnist_path',
            'load_fashion_mnist', 'make_sample', 'default_device', 'TensorLoader', 'DataLoaders', 'fashion_mnist_dls']
 
 # %% ../nbs/05_data.ipynb #986600c3
@@ -58,7 +58,7 @@ FMNIST_SHA256 = {
 FMNIST_FILES = tuple(FMNIST_SHA256)
 FMNIST_CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot')
 DEBIAN_PATH = Path('/usr/share/datasets/fashion-mnist')
-SAMPLE_PATH = Path(fastfound.__file__).parent/'sample'
+SAMPLE_PATH = Path(importlib.util.find_spec('fastfound').origin).parent/'sample'
 
 # %% ../nbs/05_data.ipynb #3f1b38be
 def cache_dir()->Path:
@@ -85,10 +85,15 @@ def interactive()->bool:
 def _chunks(r, size=1 << 16):
     while chunk := r.read(size): yield chunk
 
-def file_mode()->int:
-    "The permissions a new file gets under the current umask (`mkstemp` alone gives 0o600)."
-    um = os.umask(0); os.umask(um)
-    return 0o666 & ~um
+def _copy(r, f, url:str, progress:bool):
+    "Copy the response `r` to the file `f`, with a bar where someone watches; check the length."
+    n = int(r.headers.get('Content-Length') or 0)
+    chunks = _chunks(r)
+    if progress and n and interactive():
+        from fastprogress.fastprogress import progress_bar
+        chunks = progress_bar(chunks, total=math.ceil(n / (1 << 16)))
+    got = sum(f.write(c) for c in chunks)
+    if n and got != n: raise ConnectionError(f'{url}: the connection closed after {got} of {n} bytes')
 
 def download(url:str, # what to fetch (`http(s)://` or `file://`)
              dest:Path|str, # where the verified file ends up
@@ -97,27 +102,15 @@ def download(url:str, # what to fetch (`http(s)://` or `file://`)
              timeout:float=30, # seconds to wait for the server
             )->Path:
     "Fetch `url` into `dest` atomically, verifying its SHA-256 before the file appears under its name."
-    dest = Path(dest); dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f'.{dest.name}.', suffix='.part')
-    try:
-        with os.fdopen(fd, 'wb') as f, urllib.request.urlopen(url, timeout=timeout) as r:
-            n = int(r.headers.get('Content-Length') or 0)
-            chunks = _chunks(r)
-            if progress and n and interactive():
-                from fastprogress.fastprogress import progress_bar
-                chunks = progress_bar(chunks, total=math.ceil(n / (1 << 16)))
-            got = sum(f.write(c) for c in chunks)
-            if n and got != n: raise ConnectionError(f'{url}: the connection closed after {got} of {n} bytes')
-            f.flush(); os.fsync(f.fileno())
-        if sha is not None:
-            try: got = sha256(tmp, gz=dest.suffix == '.gz')
-            except (EOFError, OSError, zlib.error) as e: got = f'unreadable ({e})'
-            if got != sha: raise ValueError(f'{url}: SHA-256 mismatch: expected {sha}, got {got}; the download was discarded')
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
-    return dest
+    dest = Path(dest)
+    def check(tmp):
+        if sha is None: return
+        try: got = sha256(tmp, gz=dest.suffix == '.gz')
+        except (EOFError, OSError, zlib.error) as e: got = f'unreadable ({e})'
+        if got != sha:
+            raise ValueError(f'{url}: SHA-256 mismatch: expected {sha}, got {got}; the download was discarded')
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return atomic_write(dest, lambda f: _copy(r, f, url, progress), check)
 
 # %% ../nbs/05_data.ipynb #6702a1ce
 def _has_all(p:Path|None)->bool: return p is not None and all((Path(p)/f).is_file() for f in FMNIST_FILES)

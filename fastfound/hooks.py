@@ -10,7 +10,8 @@ import numpy as np, torch
 from torch import nn
 import matplotlib.pyplot as plt
 from fastcore.basics import patch
-from .learner import *
+from .events import Callback
+from .learner import Learner
 
 # %% auto #0
 __all__ = ['Hook', 'Hooks', 'n_hooks', 'Summary', 'model_summary', 'HooksCallback', 'ActivationStats']
@@ -98,7 +99,7 @@ def model_summary(model:nn.Module, # the model to describe
 # %% ../nbs/09_hooks.ipynb #82c26bb5
 class HooksCallback(Callback):
     "Hook `f` onto layers of the model for each fit; the hooks are removed however the fit ends."
-    in_lr_find = False
+    run_lr_find = False
     def __init__(self,
                  f,               # called as `f(hook, module, input, output)`
                  mods=None,       # the modules to watch; `None`: the model's children
@@ -188,6 +189,6 @@ def summary(self:Learner, xb=None)->Summary:
     if xb is None:
         dl = self.dls.valid if self.dls.valid is not None else self.dls.train
         xb = next(iter(dl))[0]
-    dev = next(self.model.parameters(), torch.empty(0)).device
+    dev = self.device
     xb = tuple(x.to(dev) for x in xb) if isinstance(xb, (tuple, list)) else xb.to(dev)
     return model_summary(self.model, xb)

@@ -5,47 +5,15 @@
 # %% ../nbs/11a_inference.ipynb #8db250df
 from __future__ import annotations
 import copy
-from contextlib import contextmanager
 from functools import partial
 import torch
+from fastcore.basics import patch
 from torch import Tensor, nn
-from .learner import Learner, Callback, CancelValidateException, _len
-from .callbacks import to_device, _metric_name, _is_obj
+from .events import Callback
+from .learner import Learner, MetricsCB, is_metric_obj, metric_name, to_device
 
 # %% auto #0
-__all__ = ['Gather', 'get_preds', 'predict_one', 'validate']
-
-# %% ../nbs/11a_inference.ipynb #5cc1910a
-def _model_device(model)->torch.device|None:
-    p = next(iter(model.parameters()), None) if hasattr(model, 'parameters') else None
-    return None if p is None else p.device
-
-_STATE = ('cbs', 'training', 'dl', 'n_iter', 'iter', 'batch', 'xb', 'yb', 'preds', 'loss',
-          '_ev', '_pieces', '_custom_predict')
-
-@contextmanager
-def _eval_phase(learn:Learner, cbs:list):
-    "Run with only the `run_preds` callbacks plus `cbs`; put the learner back as it was afterwards, also on error."
-    saved = {k: learn.__dict__[k] for k in _STATE if k in learn.__dict__}
-    mode = getattr(learn.model, 'training', None)
-    for cb in cbs: cb.learn = learn
-    learn.cbs = [c for c in learn.cbs if getattr(c, 'run_preds', False)] + list(cbs)
-    try:
-        learn._resolve()
-        yield
-    finally:
-        for k in _STATE:
-            if k in saved: learn.__dict__[k] = saved[k]
-            else: learn.__dict__.pop(k, None)
-        if mode is not None: learn.model.train(mode)
-        for cb in cbs: cb.learn = None
-
-def _run_eval(learn:Learner, dl, cbs:list):
-    "The validation phase of the fit loop, over `dl`, with the `run_preds` callbacks and `cbs`."
-    with _eval_phase(learn, cbs), torch.no_grad():
-        learn.training, learn.dl, learn.n_iter = False, dl, _len(dl)
-        if hasattr(learn.model, 'train'): learn.model.train(False)
-        learn._stage('validate', learn._do_batches, CancelValidateException, learn._ev[False])
+__all__ = ['Gather']
 
 # %% ../nbs/11a_inference.ipynb #5022c34f
 def _unreduced(loss_func):
@@ -54,7 +22,8 @@ def _unreduced(loss_func):
         if not hasattr(loss_func, 'reduction'):
             raise TypeError(f'with_loss needs per-item losses, '
                             f'but {type(loss_func).__name__} has no `reduction` attribute')
-        f = copy.copy(loss_func); f.reduction = 'none'
+        f = copy.copy(loss_func)
+        f.reduction = 'none'
         return f
     return partial(loss_func, reduction='none')
 
@@ -97,56 +66,55 @@ class Gather(Callback):
         return (cat(self.preds), cat(self.targs)) + ((cat(self.losses),) if self.with_loss else ())
 
 # %% ../nbs/11a_inference.ipynb #98eda319
+@patch
 def get_preds(self:Learner, dl=None, # batches `(x, y)` to predict; `None`: `dls.valid`
               with_loss:bool=False, # also return each item's loss
              )->tuple: # `(preds, targs)` or `(preds, targs, losses)`, CPU tensors
     "Predictions and targets over `dl`, gathered on the CPU, without gradients."
     dl = self.dls.valid if dl is None else dl
     if dl is None: raise ValueError('get_preds: no dl given and dls.valid is None')
-    g = Gather(with_loss, _model_device(self.model))
-    _run_eval(self, dl, [g])
+    g = Gather(with_loss, self.device)
+    self.run_pass(dl, g)
     return g.result()
-
-Learner.get_preds = get_preds
 
 # %% ../nbs/11a_inference.ipynb #09966772
 class _NoLoss(Callback):
     "Replace the `get_loss` piece when there are no targets: a zero loss, so the loop's checks pass."
+    run_preds = True
     def get_loss(self): self.learn.loss = self.learn.preds.new_zeros(())
 
+@patch
 def predict_one(self:Learner, x:Tensor, # one item, without a batch dimension
                )->Tensor: # the model's output for it, on the CPU
     "The model's output for a single item."
     if not isinstance(x, Tensor): raise TypeError(f'predict_one needs a tensor, got {type(x).__name__}')
-    g = Gather(device=_model_device(self.model))
-    _run_eval(self, [(x[None], None)], [g, _NoLoss()])
+    g = Gather(device=self.device)
+    self.run_pass([(x[None], None)], [g, _NoLoss()])
     return g.result()[0][0]
-
-Learner.predict_one = predict_one
 
 # %% ../nbs/11a_inference.ipynb #0906066c
 def _metrics(learn:Learner)->list:
     "The metric functions or objects a fit would compute."
-    mcb = next((c for c in learn.cbs if type(c).__name__ == 'MetricsCB'), None)
+    mcb = next((c for c in learn.cbs if isinstance(c, MetricsCB)), None)
     return list(mcb.metrics) if mcb is not None and mcb.metrics else list(learn.metrics)
 
 def _score(m, preds:Tensor, targs:Tensor)->float:
-    if not _is_obj(m): return float(m(preds, targs))
+    if not is_metric_obj(m): return float(m(preds, targs))
     m = copy.deepcopy(m)
     if hasattr(m, 'to'): m = m.to('cpu')
-    m.reset(); m.update(preds, targs)
+    m.reset()
+    m.update(preds, targs)
     return float(m.compute())
 
+@patch
 def validate(self:Learner, dl=None, # batches `(x, y)`; `None`: `dls.valid`
             )->dict: # `{'loss': ..., metric name: ...}`
     "The mean loss and the metrics over `dl`."
     dl = self.dls.valid if dl is None else dl
     if dl is None: raise ValueError('validate: no dl given and dls.valid is None')
-    g = Gather(device=_model_device(self.model))
-    _run_eval(self, dl, [g])
+    g = Gather(device=self.device)
+    self.run_pass(dl, g)
     preds, targs = g.result()
     res = {'loss': float(g.total / g.n)}
-    for m in _metrics(self): res[_metric_name(m)] = _score(m, preds, targs)
+    for m in _metrics(self): res[metric_name(m)] = _score(m, preds, targs)
     return res
-
-Learner.validate = validate

@@ -4,15 +4,15 @@
 
 # %% ../nbs/08_schedule.ipynb #19e335eb
 from __future__ import annotations
-import math, random
+import math
 from bisect import bisect_right
 from collections import namedtuple
 from copy import deepcopy
 import numpy as np, torch
-import matplotlib.pyplot as plt
-from fastcore.basics import patch
-from .learner import *
-from .callbacks import Recorder, MetricsCB, ProgressCB, CSVLogger
+from fastcore.basics import listify, patch
+from .events import Callback, CancelFitException, CancelValidateException, run_all
+from .learner import Learner
+from .state import load_opt_state, rng_states, set_rng_states
 
 # %% auto #0
 __all__ = ['SuggestedLRs', 'Sched', 'SchedLin', 'SchedCos', 'SchedNo', 'SchedExp', 'CombinedSched', 'combine_scheds',
@@ -85,6 +85,7 @@ def combined_cos(pct:float, # fraction of training spent going from `start` to `
 def plot_sched(scheds:dict, # name -> schedule
                n:int=200):  # points to draw
     "Plot each schedule in `scheds` over `pos` from 0 to 1, side by side."
+    import matplotlib.pyplot as plt
     fig,axs = plt.subplots(1, len(scheds), figsize=(3.2*len(scheds), 2.4), squeeze=False)
     pos = np.linspace(0, 1, n)
     for ax,(k,f) in zip(axs[0], scheds.items()):
@@ -106,7 +107,7 @@ def _hp_key(pg:dict, name:str):
 class ParamScheduler(Callback):
     "Before each training batch, set optimizer hyper-parameters from `scheds`, e.g. `{'lr': SchedCos(0.1, 0)}`."
     order,run_valid = 60,False
-    in_lr_find = False   # the LR finder drives the learning rate itself
+    run_lr_find = False   # the LR finder drives the learning rate itself
     def __init__(self,
                  scheds:dict, # hyper-parameter name -> schedule of `pos` in [0, 1]
                  n_steps:int|None=None): # total training batches; `None`: `n_epochs * len(dls.train)`
@@ -166,8 +167,7 @@ def fit_one_cycle(self:Learner,
     lr_max = self.lr if lr_max is None else lr_max
     scheds = {'lr': combined_cos(pct_start, lr_max/div, lr_max, lr_max/div_final)}
     if moms is not None: scheds['mom'] = combined_cos(pct_start, *moms)
-    cbs = [cbs] if isinstance(cbs, Callback) else list(cbs or [])
-    self.fit(n_epochs, cbs=[ParamScheduler(scheds)] + cbs, **kwargs)
+    self.fit(n_epochs, cbs=[ParamScheduler(scheds), *listify(cbs)], **kwargs)
 
 # %% ../nbs/08_schedule.ipynb #e0920f14
 class LRFinder(Callback):
@@ -206,6 +206,7 @@ class LRFinder(Callback):
     def plot(self, suggestion=None, skip_end:int=3):
         "Smoothed loss against learning rate (log scale), with the suggestions marked."
         n = max(len(self.lrs)-skip_end, 1)
+        import matplotlib.pyplot as plt
         fig,ax = plt.subplots(figsize=(5, 3))
         ax.plot(self.lrs[:n], self.losses[:n]); ax.set_xscale('log')
         ax.set_xlabel('learning rate'); ax.set_ylabel('smoothed loss')
@@ -230,17 +231,6 @@ def suggest_lrs(lrs:list, losses:list, # the sweep: learning rates and smoothed 
     return SuggestedLRs(steep=float(lrs[seg][np.argmin(slope)]), min_div10=float(lrs[i_min]/10))
 
 # %% ../nbs/08_schedule.ipynb #11a058c3
-for _c in (Recorder, MetricsCB, ProgressCB, CSVLogger): _c.in_lr_find = False
-
-def _rng_state():
-    return (torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            random.getstate(), np.random.get_state())
-
-def _set_rng_state(s):
-    torch.set_rng_state(s[0])
-    if s[1] is not None: torch.cuda.set_rng_state_all(s[1])
-    random.setstate(s[2]); np.random.set_state(s[3])
-
 @patch
 def lr_find(self:Learner,
             start_lr:float=1e-7, end_lr:float=10., # the range swept
@@ -248,30 +238,23 @@ def lr_find(self:Learner,
             stop_div:float|None=4.,  # stop when the smoothed loss exceeds this multiple of its minimum
             show_plot:bool=True,     # plot the loss against the learning rate
            )->SuggestedLRs:
-    "Sweep the learning rate from `start_lr` to `end_lr`, then restore the learner exactly; return suggested rates."
-    if self.opt is None and self.opt_func is None: raise ValueError('lr_find sets the learning rate of an optimizer: this Learner has none (opt_func=None)')
+    "Sweep the learning rate from `start_lr` to `end_lr`, then restore the learner exactly; suggest rates."
+    if self.opt is None and self.opt_func is None:
+        raise ValueError('lr_find sets the learning rate of an optimizer: this Learner has none (opt_func=None)')
     finder = LRFinder(start_lr, end_lr, num_it, stop_div)
-    out = [cb for cb in self.cbs if not getattr(cb, 'in_lr_find', True)]
-    kept = [cb for cb in self.cbs if getattr(cb, 'in_lr_find', True)]
-    saved = dict(model=deepcopy(self.model.state_dict()), opt=self.opt,
-                 opt_sd=None if self.opt is None else deepcopy(self.opt.state_dict()),
-                 modes={m: m.training for m in self.model.modules()}, rng=_rng_state(),
-                 cbs=list(self.cbs), cb_sds=[(cb, deepcopy(cb.state_dict())) for cb in kept])
-    try: n_len = len(self.dls.train)
-    except TypeError: n_len = None
-    n_epochs = math.ceil(num_it / n_len) if n_len else num_it
-    try:
-        self.remove_cbs(*out)
-        self.fit(n_epochs, cbs=[finder])
-    finally:
-        self.model.load_state_dict(saved['model'])
-        for m,t in saved['modes'].items(): m.training = t
-        self.opt = saved['opt']
-        if self.opt is not None: self.opt.load_state_dict(saved['opt_sd'])
-        self.add_cbs(*out)
-        self.cbs[:] = saved['cbs']
-        for cb,sd in saved['cb_sds']: cb.load_state_dict(sd)
-        _set_rng_state(saved['rng'])
+    kept = [cb for cb in self.cbs if cb.run_lr_find]
+    opt, model_sd, rng = self.opt, deepcopy(self.model.state_dict()), rng_states()
+    opt_sd = None if opt is None else deepcopy(opt.state_dict())
+    cb_sds = [(cb, deepcopy(cb.state_dict())) for cb in kept]
+    n_len = len(self.dls.train) if hasattr(self.dls.train, '__len__') else None
+    with self.isolated():
+        self.cbs = kept
+        try: self.fit(math.ceil(num_it / n_len) if n_len else num_it, cbs=[finder])
+        finally:
+            run_all('lr_find restore', [lambda: self.model.load_state_dict(model_sd),
+                                        lambda: opt is None or load_opt_state(opt, opt_sd, type(opt).__name__),
+                                        *[lambda cb=cb, sd=sd: cb.load_state_dict(sd) for cb, sd in cb_sds],
+                                        lambda: set_rng_states(rng)])
     self.lr_finder = finder
     sug = suggest_lrs(finder.lrs, finder.losses)
     if show_plot: finder.plot(sug)

@@ -6,8 +6,8 @@
 from __future__ import annotations
 import torch
 from torch import Tensor, nn
-from .learner import Callback, CancelBatchException
 from .data import default_device
+from .events import Callback, CancelBatchException
 
 # %% auto #0
 __all__ = ['NonFiniteError', 'NaNGuard', 'GradClip', 'GradAccum', 'MixedPrecision', 'CompileCB']
@@ -26,8 +26,8 @@ class NaNGuard(Callback):
         self.grads = grads
 
     def before_fit(self):
-        mp = getattr(self.learn, 'mixed_precision', None)
-        scaled = mp is not None and mp.scaler.is_enabled()  # a GradScaler handles overflowing gradients itself
+        # a callback with an enabled GradScaler (`MixedPrecision` in float16) handles overflowing gradients itself
+        scaled = any(getattr(c, 'scaler', None) is not None and c.scaler.is_enabled() for c in self.learn.cbs)
         check = self.grads and not scaled and hasattr(self.model, 'named_parameters')
         self._named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad] if check else []
         self._params = [p for _, p in self._named]
@@ -145,10 +145,10 @@ class MixedPrecision(_OptHooks):
         self._on = False
 
     def before_fit(self):
-        p = next(iter(self.model.parameters()), None) if hasattr(self.model, 'parameters') else None
-        if p is not None and p.device.type != self.device_type:
-            raise ValueError(f'MixedPrecision is set up for {self.device_type} but the model is on {p.device}: '
-                             f'use MixedPrecision(device={p.device.type!r})')
+        dev = self.learn.device
+        if dev.type != self.device_type:
+            raise ValueError(f'MixedPrecision is set up for {self.device_type} but the model is on {dev}: '
+                             f'use MixedPrecision(device={dev.type!r})')
         self._hooks = []
         if self.scaler.is_enabled(): super().before_fit()
     def hooks(self, opt):
@@ -173,8 +173,7 @@ class MixedPrecision(_OptHooks):
 
     def before_epoch(self): self._skipped = 0
     def after_epoch(self):
-        stats = getattr(self.learn, 'epoch_stats', None)
-        if self.scaler.is_enabled() and stats is not None: stats['skipped'] = self._skipped
+        if self.scaler.is_enabled(): self.learn.epoch_stats['skipped'] = self._skipped
 
     def state_dict(self): return {'scaler': self.scaler.state_dict(), 'skipped': self.skipped, 'steps': self.steps}
     def load_state_dict(self, sd):

@@ -11,17 +11,17 @@ every generator a checkpoint carries matters to the result. At the end it writes
 --interrupt-at E,B print PAUSED and sleep before batch B of epoch E until SIGINT arrives; then report on the
                    learner's state as JSON (REPORT {...}) and check it still trains
 """
-import argparse, json, math, random, sys, time
+import argparse, json, math, os, random, sys, time
 from functools import partial
 from pathlib import Path
 import numpy as np, torch
 from torch import nn
-import fastfound.checkpoint as ckpt
-from fastfound.checkpoint import Checkpoint, EarlyStopping, atomic_save
+from fastfound.callbacks import EarlyStopping
+from fastfound.checkpoint import Checkpoint
+from fastfound.files import atomic_save
 from fastfound.data import DataLoaders, SAMPLE_PATH, FMNIST_STATS, load_fashion_mnist
 from fastfound.hooks import ActivationStats, Hooks, n_hooks
 from fastfound.learner import Callback, Learner
-from fastfound.schedule import fit_one_cycle  # noqa: F401 (patches Learner)
 
 p = argparse.ArgumentParser()
 p.add_argument('dir', type=Path)
@@ -65,11 +65,13 @@ class Events(Callback):
     def cleanup_batch(self): self.seen.append('cleanup_batch')
 
 if args.delay_save is not None:
-    def slow_save(tmp, dest):
-        if dest.name == 'last.pt' and learn.epoch == args.delay_save:
-            print('SAVING', tmp.name, flush=True)
+    rename = os.replace
+    def slow_replace(tmp, dest):  # the checkpoint's data is on disk; hold the rename for the test to kill us
+        if Path(dest).name == 'last.pt' and learn.epoch == args.delay_save:
+            print('SAVING', Path(tmp).name, flush=True)
             time.sleep(60)
-    ckpt.before_replace = slow_save
+        return rename(tmp, dest)
+    os.replace = slow_replace
 
 learn = Learner(model, dls, lr=0.05, opt_func=partial(torch.optim.SGD, momentum=0.9),
                 cbs=[Noise(), EarlyStopping(patience=2, min_delta=args.min_delta), Checkpoint(args.dir/'ck')])

@@ -6,8 +6,8 @@ import pytest, torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastfound.callbacks import (CSVLogger, DeviceCB, MetricsCB, ProgressCB, Recorder, accuracy, default_cbs,
-                                 to_device)
+from fastfound.callbacks import CSVLogger
+from fastfound.learner import DeviceCB, MetricsCB, ProgressCB, Recorder, accuracy, default_cbs, to_device
 from fastfound.data import DataLoaders, TensorLoader
 from fastfound.learner import Callback, CancelBatchException, Learner
 

@@ -7,6 +7,7 @@ import pytest, torch
 from hypothesis import given, settings, strategies as st
 
 import fastfound.data as ffd
+from fastfound.files import file_mode
 from fastfound.data import (FMNIST_FILES, SAMPLE_PATH, DataLoaders, TensorLoader, download, fashion_mnist_path,
                             load_fashion_mnist, read_idx, sha256, write_idx)
 
@@ -155,7 +156,7 @@ def test_download_into_cache(clean_env, server, monkeypatch):
     got = fashion_mnist_path(url=url, sample=False)
     assert got == ffd.cache_dir() and sorted(os.listdir(got)) == sorted(FMNIST_FILES)
     assert load_fashion_mnist(got)[0].shape == (20, 28, 28)
-    assert all((got/f).stat().st_mode & 0o777 == ffd.file_mode() for f in FMNIST_FILES)   # not mkstemp's 0o600
+    assert all((got/f).stat().st_mode & 0o777 == file_mode() for f in FMNIST_FILES)   # not mkstemp's 0o600
 
 
 def test_download_bad_hash_leaves_nothing(clean_env, server):

@@ -6,7 +6,8 @@ import json, signal, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
 from torch import nn
-from fastfound.checkpoint import Checkpoint, CheckpointError, load_file, read_checkpoint
+from fastfound.checkpoint import Checkpoint
+from fastfound.files import CheckpointError, load_file, read_checkpoint
 from fastfound.data import DataLoaders
 from fastfound.hooks import ActivationStats, Hooks, n_hooks
 from fastfound.learner import Callback, Learner

@@ -4,9 +4,8 @@ import numpy as np, pytest, torch
 from torch import nn
 from fastfound.data import DataLoaders, TensorLoader
 from fastfound.learner import Learner, Callback
-from fastfound.callbacks import Recorder
+from fastfound.learner import Recorder
 from fastfound.hooks import *
-import fastfound.schedule  # lr_find
 
 def model():
     torch.manual_seed(0)

@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 from torch import nn
 
-from fastfound.callbacks import CSVLogger, DeviceCB, MetricsCB, ProgressCB, Recorder, accuracy
+from fastfound.callbacks import CSVLogger
+from fastfound.learner import DeviceCB, MetricsCB, ProgressCB, Recorder, accuracy
 from fastfound.data import DataLoaders, TensorLoader
-from fastfound.inference import *  # noqa: F401 (the Learner methods)
 from fastfound.learner import Callback, CancelBatchException, Learner
 from fastfound.training import MixedPrecision
 

@@ -332,7 +332,7 @@ def test_events_nest_and_after_means_finished(stage, event, at, phase, epochs):
 
 
 def test_recorder_counts_after_batch_only():
-    from fastfound.callbacks import Recorder
+    from fastfound.learner import Recorder
     class Skip(Callback):
         def after_step(self):
             if self.iter == 0: raise CancelBatchException
@@ -344,7 +344,7 @@ def test_recorder_counts_after_batch_only():
 
 def test_any_iterable_of_batches_works():
     from torch.utils.data import DataLoader, TensorDataset
-    from fastfound.callbacks import DeviceCB, MetricsCB, accuracy
+    from fastfound.learner import DeviceCB, MetricsCB, accuracy
     x, y = torch.randn(20, 3), torch.randint(0, 2, (20,))
     dls = DataLoaders(DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True), DataLoader(TensorDataset(x, y), batch_size=8))
     learn = Learner(nn.Linear(3, 2), dls, cbs=[DeviceCB('cpu'), MetricsCB(accuracy)], default_cbs=False)

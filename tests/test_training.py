@@ -7,9 +7,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 from torch import nn
 
-from fastfound.callbacks import DeviceCB, MetricsCB, Recorder
+from fastfound.learner import DeviceCB, MetricsCB, Recorder
 from fastfound.data import DataLoaders, TensorLoader
-from fastfound.inference import *  # noqa: F401 (get_preds)
 from fastfound.learner import Callback, CancelBatchException, Learner
 from fastfound.training import CompileCB, GradAccum, GradClip, MixedPrecision, NaNGuard, NonFiniteError
 
