@@ -63,7 +63,7 @@ def xavier_uniform_(w:Tensor, # weight `(out, in, *kernel)`, filled in place
     b = math.sqrt(3.) * _xavier_std(w, gain)
     return w.uniform_(-b, b, generator=generator)
 
-# %% ../nbs/04_init.ipynb #2470a35f
+# %% ../nbs/04_init.ipynb #7188801f
 def _kaiming_std(w:Tensor, a:float, mode:str, nonlinearity:str)->float:
     if mode not in ('fan_in', 'fan_out'):
         raise ValueError(f"mode must be 'fan_in' or 'fan_out', got {mode!r}")
