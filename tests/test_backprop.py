@@ -4,6 +4,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 from fastfound.backprop import *
 from fastfound.backprop import _match
+from fastfound.data import load_fashion_mnist
 
 f64 = torch.float64
 TOL = dict(rtol=1e-10, atol=1e-12)

@@ -2,7 +2,7 @@
 import math, pytest, torch
 from torch import nn
 from fastfound import init as fi
-from fastfound.backprop import load_fashion_mnist
+from fastfound.data import load_fashion_mnist
 
 SETTINGS = [  # (our initializer, torch's, kwargs, expected std as a function of (fan_in, fan_out))
     ('xavier_normal_', {}, lambda fi_, fo: math.sqrt(2 / (fi_ + fo))),
@@ -44,6 +44,42 @@ def test_matches_torch_nn_init(name, kwargs, std, shape):
         assert ours.abs().max() <= bound * (1 + 1e-6) and ours.abs().max() > 0.999 * bound
         assert abs(kurtosis(ours) - 1.8) < 0.05
     else: assert abs(kurtosis(ours) - 3) < 0.05
+
+# --- Kaiming's `a`, `mode` and `nonlinearity`, with torch.nn.init's defaults ---------------------------
+KAIMING = [{}, {'a': 0}, {'a': 1}, {'a': 5}, {'a': 0.2, 'mode': 'fan_out'},
+           {'nonlinearity': 'leaky_relu'}, {'nonlinearity': 'leaky_relu', 'a': 3, 'mode': 'fan_out'},
+           {'nonlinearity': 'relu', 'a': 5}, {'nonlinearity': 'tanh', 'a': 5, 'mode': 'fan_out'},
+           {'nonlinearity': 'linear', 'a': 2}, {'nonlinearity': 'selu'}, {'nonlinearity': 'conv2d'}]
+
+def torch_kaiming_std(w, a=0, mode='fan_in', nonlinearity='leaky_relu'):
+    "The std torch.nn.init's Kaiming initializers aim at: its own `calculate_gain`, over the fan."
+    fan = w[0].numel() if mode == 'fan_in' else w.shape[0] * w[0, 0].numel()
+    return nn.init.calculate_gain(nonlinearity, a) / math.sqrt(fan)
+
+def test_kaiming_defaults_are_torchs():
+    import inspect
+    for name in ('kaiming_normal_', 'kaiming_uniform_'):
+        ours, theirs = inspect.signature(getattr(fi, name)), inspect.signature(getattr(nn.init, name))
+        for p in ('a', 'mode', 'nonlinearity'):
+            assert ours.parameters[p].default == theirs.parameters[p].default, (name, p)
+
+@pytest.mark.parametrize('kwargs', KAIMING)
+@pytest.mark.parametrize('shape', [(64, 4096), (32, 16, 3, 3)])
+@pytest.mark.parametrize('name', ['kaiming_normal_', 'kaiming_uniform_'])
+def test_kaiming_matches_torch_draw_for_draw(name, shape, kwargs):
+    "Same seed, same numbers as torch.nn.init, so the std is torch's exactly; and that std is gain/sqrt(fan)."
+    ours = getattr(fi, name)(torch.empty(shape), generator=torch.Generator().manual_seed(0), **kwargs)
+    theirs = getattr(nn.init, name)(torch.empty(shape), generator=torch.Generator().manual_seed(0), **kwargs)
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=0)
+    assert fi._kaiming_std(ours, kwargs.get('a', 0), kwargs.get('mode', 'fan_in'),
+                           kwargs.get('nonlinearity', 'leaky_relu')) == pytest.approx(torch_kaiming_std(ours, **kwargs))
+
+@pytest.mark.parametrize('a,want', [(0, 0.0221), (1, 0.0156), (5, 0.0043)])
+def test_kaiming_normal_honours_a(a, want):
+    "The reported case: a fan-in of 4096, default nonlinearity; the sample std of 4 million draws."
+    w = fi.kaiming_normal_(torch.empty(1024, 4096), a=a, generator=torch.Generator().manual_seed(0))
+    assert w.std().item() == pytest.approx(want, abs=5e-5)
+    assert w.std().item() == pytest.approx(math.sqrt(2 / (1 + a**2)) / 64, rel=2e-3)
 
 def test_generator_makes_it_reproducible():
     a = fi.kaiming_normal_(torch.empty(5, 4), generator=torch.Generator().manual_seed(3))
