@@ -1,11 +1,13 @@
-"""The unfold convolution (`fastfound.conv`) against `F.conv2d`, on the shapes of `conv_net()`'s two convolutions.
+"""The unfold convolution (`fastfound.conv`) against `F.conv2d`, on the shapes of `conv_net()`'s two
+convolutions.
 
-For each convolution (batches of 64, float32, one thread): the forward pass alone, `conv2d` against `F.conv2d`;
-and forward plus backward, the `Conv` layer's hand-written `bwd` against autograd's backward of `F.conv2d` (the
-first convolution sees data, so neither computes its input's gradient). Then one whole training step of the CNN:
-hand-written layers and `SGD` against the same network in `torch.nn` with autograd. A and B run alternately in one
-process, `ROUNDS` rounds of `CALLS` calls; the figure is the median of the per-round ratios unfold / F.conv2d.
-The last table is the memory of each patch matrix next to its input.
+For each convolution (batches of 64, float32, one thread): the forward pass alone, `conv2d` against
+`F.conv2d`; and forward plus backward, the `Conv` layer's hand-written `bwd` against autograd's
+backward of `F.conv2d` (the first convolution sees data, so neither computes its input's gradient).
+Then one whole training step of the CNN: hand-written layers and `SGD` against the same network in
+`torch.nn` with autograd. A and B run alternately in one process, `ROUNDS` rounds of `CALLS` calls;
+the figure is the median of the per-round ratios unfold / F.conv2d. The last table is the memory of
+each patch matrix next to its input.
 
     python bench/conv.py
 """
@@ -31,7 +33,8 @@ def compare(a, b):
     for r in range(ROUNDS):
         pair = (a, ta), (b, tb)
         for f, times in (pair if r % 2 == 0 else pair[::-1]): times.append(per_call(f))
-    return statistics.median(ta), statistics.median(tb), statistics.median(x / y for x, y in zip(ta, tb))
+    ratio = statistics.median(x / y for x, y in zip(ta, tb))
+    return statistics.median(ta), statistics.median(tb), ratio
 
 def conv_pair(xs, ws, input_grad):
     torch.manual_seed(0)

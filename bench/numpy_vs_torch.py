@@ -1,13 +1,15 @@
-"""NumPy (`fastfound.np_foundations`) against PyTorch (`fastfound.matmul`, `fastfound.backprop`), one thread each.
+"""NumPy (`fastfound.np_foundations`) against PyTorch (`fastfound.matmul`, `fastfound.backprop`),
+one thread each.
 
-Rows: each rung of the matmul ladder on the chapter's example, 5x784 @ 784x10 in float32, and `@` itself; then one
-training epoch of the MLP 784-50-10 on Fashion-MNIST (batches of 32, hand-written layers and SGD in both). NumPy and
-PyTorch alternate in one process, `ROUNDS` rounds; each figure is a median, and the ratio is the median of the
-per-round ratios PyTorch / NumPy (above 1: NumPy is faster).
+Rows: each rung of the matmul ladder on the chapter's example, 5x784 @ 784x10 in float32, and `@`
+itself; then one training epoch of the MLP 784-50-10 on Fashion-MNIST (batches of 32, hand-written
+layers and SGD in both). NumPy and PyTorch alternate in one process, `ROUNDS` rounds; each figure is
+a median, and the ratio is the median of the per-round ratios PyTorch / NumPy (above 1: NumPy is
+faster).
 
     python bench/numpy_vs_torch.py           # 11 rounds
     python bench/numpy_vs_torch.py --quick   # 3 rounds, what the 13_numpy notebook runs
-    python bench/numpy_vs_torch.py --smoke   # one round, 2,000 images: only checks that it runs (tests/)
+    python bench/numpy_vs_torch.py --smoke   # one round, 2,000 images: checks that it runs (tests/)
 """
 import os, sys
 os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')   # before NumPy loads its BLAS
@@ -39,14 +41,16 @@ def compare(fn_np, fn_torch):
     for r in range(ROUNDS):
         pair = (fn_np, tn), (fn_torch, tt)
         for f, times in (pair if r % 2 == 0 else pair[::-1]): times.append(timed(f))
-    return statistics.median(tn), statistics.median(tt), statistics.median(b / a for a, b in zip(tn, tt))
+    ratio = statistics.median(b / a for a, b in zip(tn, tt))
+    return statistics.median(tn), statistics.median(tt), ratio
 
 def ladder():
     rng = np.random.default_rng(0)
     a = rng.standard_normal((5, 784), dtype=np.float32)
     b = rng.standard_normal((784, 10), dtype=np.float32)
     at, bt = torch.from_numpy(a), torch.from_numpy(b)
-    rows = [(k, lambda f=f: f(a, b), lambda g=torch_matmuls[k]: g(at, bt)) for k, f in nf.matmuls.items()]
+    rows = [(k, lambda f=f: f(a, b), lambda g=torch_matmuls[k]: g(at, bt))
+            for k, f in nf.matmuls.items()]
     return rows + [('`@`', lambda: a @ b, lambda: at @ bt)]
 
 def epoch_pair():
@@ -55,8 +59,9 @@ def epoch_pair():
     x = (xt.reshape(len(xt), -1).float() / 255 - FMNIST_STATS[0]) / FMNIST_STATS[1]
     xn, yn = x.numpy(), yt.numpy()
     net = nf.mlp([784, 50, 10], np.random.default_rng(0))
-    twin = tb.Sequential(tb.Lin(torch.tensor(net.layers[0].w), torch.tensor(net.layers[0].b), False),
-                         tb.Relu(), tb.Lin(torch.tensor(net.layers[2].w), torch.tensor(net.layers[2].b)))
+    l1, l2 = net.layers[0], net.layers[2]
+    twin = tb.Sequential(tb.Lin(torch.tensor(l1.w), torch.tensor(l1.b), False), tb.Relu(),
+                         tb.Lin(torch.tensor(l2.w), torch.tensor(l2.b)))
     lr = 0.01
     loss_n, opt_n = nf.CrossEntropy(), nf.SGD(net, lr)
     loss_t, opt_t = tb.CrossEntropy(), tb.SGD(twin.parameters(), lr)
@@ -71,7 +76,9 @@ def epoch_pair():
             opt_t.step()
     return numpy_epoch, torch_epoch
 
-def fmt(s): return f'{s:.2f} s' if s >= 0.1 else f'{s*1e3:.2f} ms' if s >= 1e-3 else f'{s*1e6:.1f} us'
+def fmt(s):
+    if s >= 0.1: return f'{s:.2f} s'
+    return f'{s*1e3:.2f} ms' if s >= 1e-3 else f'{s*1e6:.1f} us'
 
 if __name__ == '__main__':
     torch.set_num_threads(1)

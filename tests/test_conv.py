@@ -1,13 +1,14 @@
-"""The unfold convolution against F.conv2d, its hand-written gradients against autograd (float64) and
-gradcheck, and the hand-written CNN training step for step with torch.nn, alone and through the Learner."""
-import math
+"""The unfold convolution against F.conv2d, its hand-written gradients against autograd (float64)
+and gradcheck, and the hand-written CNN training step for step with torch.nn, alone and through
+the Learner."""
 import pytest, torch
 import torch.nn.functional as F
 from hypothesis import example, given, settings, strategies as st
 from torch.autograd import gradcheck
 from fastfound.autograd import layer_fn
-from fastfound.backprop import CrossEntropy, Relu, SGD, Sequential
-from fastfound.conv import *
+from fastfound.backprop import CrossEntropy, SGD, Sequential
+from fastfound.conv import (Conv, as_torch, conv2d, conv_net, conv_out_size,
+                            unfold_bytes)
 from fastfound.data import FMNIST_STATS, SAMPLE_PATH, load_fashion_mnist
 
 f64 = torch.float64
@@ -56,13 +57,14 @@ def test_conv2d_matches_f_conv2d(case):
 
 def test_conv2d_int_stride_and_padding():
     x, w = torch.randn(2, 3, 8, 6), torch.randn(5, 3, 3, 3)
-    torch.testing.assert_close(conv2d(x, w, stride=2, padding=1), F.conv2d(x, w, stride=2, padding=1))
+    ours, ref = conv2d(x, w, stride=2, padding=1), F.conv2d(x, w, stride=2, padding=1)
+    torch.testing.assert_close(ours, ref)
 
 @pytest.mark.parametrize('x,w,b,kw,msg', [
-    ((2, 3, 8, 8), (4, 2, 3, 3), None, {}, 'input of shape (2, 3, 8, 8) has 3 channels, but the weight of '
-                                           'shape (4, 2, 3, 3) expects 2'),
-    ((2, 3, 4, 8), (4, 3, 5, 3), None, {}, 'kernel (5, 3) of weight (4, 3, 5, 3) is larger than the padded '
-                                           'input (4, 8)'),
+    ((2, 3, 8, 8), (4, 2, 3, 3), None, {},
+     'input of shape (2, 3, 8, 8) has 3 channels, but the weight of shape (4, 2, 3, 3) expects 2'),
+    ((2, 3, 4, 8), (4, 3, 5, 3), None, {},
+     'kernel (5, 3) of weight (4, 3, 5, 3) is larger than the padded input (4, 8)'),
     ((2, 3, 4, 4), (4, 3, 7, 3), None, dict(padding=1), 'larger than the padded input (6, 6)'),
     ((3, 8, 8), (4, 3, 3, 3), None, {}, 'input must be (N, C, H, W), got shape (3, 8, 8)'),
     ((2, 3, 8, 8), (4, 3, 3), None, {}, 'weight must be (out_channels, in_channels, kh, kw)'),
@@ -86,7 +88,8 @@ def test_conv_grads_match_autograd(case, input_grad):
     out = layer(x)
     out.g = torch.randn(out.shape, generator=torch.Generator().manual_seed(case[-1]), dtype=f64)
     layer.backward()
-    leaves = [t.detach().clone().requires_grad_(t is not x or input_grad) for t in (x, w, b) if t is not None]
+    leaves = [t.detach().clone().requires_grad_(t is not x or input_grad)
+              for t in (x, w, b) if t is not None]
     F.conv2d(*leaves, stride=s, padding=p).backward(out.g)
     ours = [x, w] + ([b] if b is not None else [])
     for t, r in zip(ours, leaves):
@@ -116,18 +119,21 @@ def test_flatten_and_a_small_cnn_match_autograd():
     ref.backward()
     torch.testing.assert_close(loss, ref.detach())
     for p, (name, q) in zip(net.parameters(), twin.named_parameters()):
-        qg = q.grad.t() if p.ndim == 2 else q.grad   # Lin keeps (n_in, n_out), nn.Linear the transpose
+        qg = q.grad.t() if p.ndim == 2 else q.grad   # Lin keeps (n_in, n_out), nn.Linear (out, in)
         torch.testing.assert_close(p.g, qg, rtol=1e-10, atol=1e-12)
 
 def test_as_torch_and_conv_net_errors():
-    with pytest.raises(TypeError, match='no torch.nn twin for CrossEntropy'): as_torch(Sequential(CrossEntropy()))
-    with pytest.raises(ValueError, match='2 convolutions need as many kernel sizes'): conv_net(ks=(3,))
+    with pytest.raises(TypeError, match='no torch.nn twin for CrossEntropy'):
+        as_torch(Sequential(CrossEntropy()))
+    with pytest.raises(ValueError, match='2 convolutions need as many kernel sizes'):
+        conv_net(ks=(3,))
 
 @settings(max_examples=50, deadline=None)
 @given(conv_case())
 def test_unfold_bytes(case):
     x, w, b, s, p = make(case)
-    assert unfold_bytes(x, tuple(w.shape[2:]), s, p) == F.unfold(x, w.shape[2:], padding=p, stride=s).nbytes
+    cols = F.unfold(x, w.shape[2:], padding=p, stride=s)
+    assert unfold_bytes(x, tuple(w.shape[2:]), s, p) == cols.nbytes
 
 @pytest.fixture(scope='module')
 def sample():
@@ -137,8 +143,9 @@ def sample():
 
 @pytest.mark.parametrize('dtype,n_steps,tol', [(f64, 30, 1e-12), (torch.float32, 5, 1e-5)])
 def test_cnn_follows_torch_nn_step_for_step(sample, dtype, n_steps, tol):
-    """SGD steps on real images: the hand-written CNN and its torch.nn twin, from the same weights. In float32 only
-    the first few: the runs part once a ReLU input rounds to different sides of zero in the two (see 03b_conv)."""
+    """SGD steps on real images: the hand-written CNN and its torch.nn twin, from the same weights.
+    In float32 only the first few: the runs part once a ReLU input rounds to different sides of
+    zero in the two (see 03b_conv)."""
     xt, yt, _, _ = sample
     xt = xt.to(dtype)
     torch.manual_seed(0)
@@ -162,10 +169,11 @@ def test_cnn_follows_torch_nn_step_for_step(sample, dtype, n_steps, tol):
         losses.append(loss.item())
     assert losses[-1] < losses[0]
     for p, q in zip(net.parameters(), twin.parameters()):
-        torch.testing.assert_close(p, q.detach().t() if p.ndim == 2 else q.detach(), rtol=tol, atol=10 * tol)
+        q = q.detach().t() if p.ndim == 2 else q.detach()
+        torch.testing.assert_close(p, q, rtol=tol, atol=10 * tol)
 
 def test_cnn_trains_on_the_sample_through_the_learner(sample):
-    "Three epochs through the Learner with the step's pieces replaced; the same weights as a plain loop."
+    "Three epochs through the Learner with the step's pieces replaced: the weights of a plain loop."
     from fastfound.learner import Learner, Callback
     from fastfound.callbacks import accuracy
     from fastfound.data import DataLoaders
@@ -181,8 +189,8 @@ def test_cnn_trains_on_the_sample_through_the_learner(sample):
     xt, yt, xv, yv = sample
     torch.manual_seed(0)
     dls = DataLoaders.from_tensors(xt, yt, xv, yv, bs=64, device='cpu', drop_last=True)
-    learn = Learner(conv_net(), dls, loss_func=CrossEntropy(), opt_func=None, lr=0.05, cbs=HandStep(),
-                    metrics=accuracy, default_cbs=True)
+    learn = Learner(conv_net(), dls, loss_func=CrossEntropy(), opt_func=None, lr=0.05,
+                    cbs=HandStep(), metrics=accuracy)
     learn.fit(3)
     assert learn.epoch_stats['valid_accuracy'] >= 0.75
     torch.manual_seed(0)

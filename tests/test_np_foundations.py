@@ -1,5 +1,6 @@
-"""`fastfound.np_foundations` against its PyTorch twins in fastfound, on the same inputs; importing and training it
-with torch blocked; its MLP trained step for step with the PyTorch one; the NumPy/PyTorch bench in smoke mode."""
+"""`fastfound.np_foundations` against its PyTorch twins in fastfound, on the same inputs; importing
+and training it with torch blocked; its MLP trained step for step with the PyTorch one; the
+NumPy/PyTorch bench in smoke mode."""
 import ast, math, subprocess, sys
 from pathlib import Path
 import numpy as np
@@ -34,25 +35,28 @@ assert nf.accuracy(net(x), y) > 0.9
 assert sys.modules['torch'] is None and not any(m.startswith('torch.') for m in sys.modules)
 print('ok')
 '''
-    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120, cwd=ROOT,
-                       env={'PYTHONPATH': str(ROOT), 'PATH': '/usr/bin:/bin'})
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120,
+                       cwd=ROOT, env={'PYTHONPATH': str(ROOT), 'PATH': '/usr/bin:/bin'})
     assert r.returncode == 0 and r.stdout.strip() == 'ok', r.stderr
 
 def test_module_source_has_no_torch_import():
     tree = ast.parse((ROOT/'fastfound'/'np_foundations.py').read_text())
     names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
     names += [n.module or '' for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
-    assert 'numpy' in names and not any(n.split('.')[0] in ('torch', 'fastfound') for n in names), names
+    assert 'numpy' in names, names
+    assert not any(n.split('.')[0] in ('torch', 'fastfound') for n in names), names
 
 @settings(max_examples=25, deadline=None)
 @given(st.integers(1, 5), st.integers(1, 7), st.integers(1, 5), seeds)
 def test_matmul_ladder_matches_torch_twins(ar, ac, bc, seed):
     rng = np.random.default_rng(seed)
-    a, b = rng.standard_normal((ar, ac)).astype(np.float32), rng.standard_normal((ac, bc)).astype(np.float32)
+    a = rng.standard_normal((ar, ac)).astype(np.float32)
+    b = rng.standard_normal((ac, bc)).astype(np.float32)
     for name, f in nf.matmuls.items():
         c = f(a, b)
         assert c.shape == (ar, bc) and c.dtype == np.float32
-        close(c, torch_matmuls[name](torch.from_numpy(a), torch.from_numpy(b)).numpy(), rtol=1e-5, atol=1e-5)
+        ref = torch_matmuls[name](torch.from_numpy(a), torch.from_numpy(b)).numpy()
+        close(c, ref, rtol=1e-5, atol=1e-5)
         close(c, a @ b, rtol=1e-5, atol=1e-5)
 
 @pytest.mark.parametrize('f', list(nf.matmuls.values()))
@@ -64,7 +68,8 @@ def test_matmul_bad_inputs(f):
     with pytest.raises(TypeError, match='got list and ndarray'): f([[1.]], a)
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.integers(1, 4), min_size=1, max_size=3), st.lists(st.integers(1, 3), max_size=2), seeds)
+@given(st.lists(st.integers(1, 4), min_size=1, max_size=3), st.lists(st.integers(1, 3), max_size=2),
+       seeds)
 def test_stride0_matches_torch_expand(shape, extra, seed):
     "Broadcast to `extra + shape` with some axes of size 1: the same strides as `Tensor.expand`."
     rng = np.random.default_rng(seed)
@@ -76,7 +81,8 @@ def test_stride0_matches_torch_expand(shape, extra, seed):
     assert m.shape == target and np.shares_memory(m, v) and not m.flags.writeable
     big = [i for i, n in enumerate(target) if n > 1]   # the stride of a length-1 axis is never used
     assert [nf.elem_strides(m)[i] for i in big] == [t.stride()[i] for i in big]
-    assert all(nf.elem_strides(m)[i] == 0 for i in big if i < len(extra) or src[i - len(extra)] == 1)
+    stretched = [i for i in big if i < len(extra) or src[i - len(extra)] == 1]
+    assert all(nf.elem_strides(m)[i] == 0 for i in stretched)
     close(m, t.numpy())
 
 @pytest.mark.parametrize('n_in,n_out,gain', [(500, 400, math.sqrt(2)), (300, 600, 1.)])
@@ -85,7 +91,8 @@ def test_kaiming_matches_torch_scale(n_in, n_out, gain):
     assert w.shape == (n_in, n_out) and w.dtype == np.float32
     nl = 'relu' if gain > 1 else 'linear'
     want = calc_gain(nl) / math.sqrt(n_in)
-    wt = kaiming_normal_(torch.empty(n_out, n_in), nonlinearity=nl, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    wt = kaiming_normal_(torch.empty(n_out, n_in), nonlinearity=nl, generator=gen)
     assert abs(w.std() / want - 1) < 0.01 and abs(wt.std().item() / want - 1) < 0.01
     assert abs(w.mean()) < 0.01 * want * 10
 
@@ -145,12 +152,15 @@ def test_errors():
     with pytest.raises(RuntimeError, match=r'shape \(2, 3\) is not a scalar'): r.backward()
     net = nf.mlp([4, 3, 2], np.random.default_rng(0))
     with pytest.raises(RuntimeError, match='no gradients'): nf.SGD(net, 0.1).step()
-    with pytest.raises(ValueError, match='at least|an input and an output'): nf.mlp([4], np.random.default_rng(0))
+    with pytest.raises(ValueError, match='an input and an output'): nf.mlp([4], None)
     ce = nf.CrossEntropy()
     with pytest.raises(TypeError, match='class indices'): ce(np.ones((2, 3)), np.zeros(2))
-    with pytest.raises(ValueError, match=r'need targets of shape \(2,\)'): ce(np.ones((2, 3)), np.zeros(3, int))
-    with pytest.raises(ValueError, match='do not match targets'): nf.mse(np.ones((4, 1)), np.ones(3))
-    with pytest.raises(ValueError, match='needs a bias of shape'): nf.lin(np.ones((2, 3)), np.ones((3, 4)), np.ones(3))
+    with pytest.raises(ValueError, match=r'need targets of shape \(2,\)'):
+        ce(np.ones((2, 3)), np.zeros(3, int))
+    with pytest.raises(ValueError, match='do not match targets'):
+        nf.mse(np.ones((4, 1)), np.ones(3))
+    with pytest.raises(ValueError, match='needs a bias of shape'):
+        nf.lin(np.ones((2, 3)), np.ones((3, 4)), np.ones(3))
 
 def test_mlp_matches_autograd():
     "The whole NumPy MLP's gradients, in float64, against torch.autograd on the same weights."
@@ -172,13 +182,15 @@ def test_mlp_matches_autograd():
     for g, p in zip(net.grads, ps): close(g, p.grad.numpy())
 
 def test_mlp_trains_on_the_sample_like_the_torch_one():
-    "One epoch on the bundled sample: NumPy and fastfound.backprop from the same weights over the same batches."
+    "One epoch on the bundled sample: NumPy and fastfound.backprop, the same weights and batches."
     xt, yt, xv, yv = load_fashion_mnist(SAMPLE_PATH)
     prep = lambda x: (x.reshape(len(x), -1).float() / 255 - FMNIST_STATS[0]) / FMNIST_STATS[1]
     xt, xv = prep(xt), prep(xv)
     net = nf.mlp([784, 50, 10], np.random.default_rng(0))
-    twin = tb.Sequential(*[tb.Lin(torch.tensor(l.w), torch.tensor(l.b), l.input_grad) if isinstance(l, nf.Lin)
-                           else tb.Relu() for l in net.layers])
+    def twin_of(l):
+        if isinstance(l, nf.Relu): return tb.Relu()
+        return tb.Lin(torch.tensor(l.w), torch.tensor(l.b), l.input_grad)
+    twin = tb.Sequential(*map(twin_of, net.layers))
     losses = nf.train_epoch(net, nf.CrossEntropy(), nf.SGD(net, 0.1), xt.numpy(), yt.numpy(), 32,
                             np.random.default_rng(1))
     loss_fn, opt, tl = tb.CrossEntropy(), tb.SGD(twin.parameters(), 0.1), []
@@ -189,12 +201,14 @@ def test_mlp_trains_on_the_sample_like_the_torch_one():
         twin.backward()
         opt.step()
     close(losses, tl, rtol=1e-4, atol=1e-5)
-    acc, tacc = nf.accuracy(net(xv.numpy()), yv.numpy()), (twin(xv).argmax(-1) == yv).float().mean().item()
+    acc = nf.accuracy(net(xv.numpy()), yv.numpy())
+    tacc = (twin(xv).argmax(-1) == yv).float().mean().item()
     assert acc >= 0.70 and abs(acc - tacc) <= 0.005
 
 def test_bench_runs_in_smoke_mode():
-    r = subprocess.run([sys.executable, str(ROOT/'bench'/'numpy_vs_torch.py'), '--smoke'], capture_output=True,
-                       text=True, timeout=300, cwd=ROOT, env={'PYTHONPATH': str(ROOT), 'PATH': '/usr/bin:/bin'})
+    r = subprocess.run([sys.executable, str(ROOT/'bench'/'numpy_vs_torch.py'), '--smoke'],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT,
+                       env={'PYTHONPATH': str(ROOT), 'PATH': '/usr/bin:/bin'})
     assert r.returncode == 0, r.stderr
     rows = [l for l in r.stdout.splitlines() if l.startswith('| ') and 'NumPy' not in l]
     assert len(rows) == 6 and all(float(l.split('|')[-2]) > 0 for l in rows), r.stdout
