@@ -260,6 +260,36 @@ def api_index(mods:list, by_mod:dict) -> str:
     return ('# API reference\n\nEvery public name of every module, with its signature and docstring. '
             'Each notebook page tells the story; these pages are for looking things up.\n\n' + body + '\n')
 
+# --- maths: KaTeX, copied into the site from a registry's package, and a check that nothing is left raw ----------
+
+# Where KaTeX's built files are: Debian's libjs-katex (+ fonts-katex), or npm's `katex` package in node_modules/.
+KATEX_DIRS = ('/usr/share/javascript/katex', 'node_modules/katex/dist')
+KATEX_URI = 'assets/katex'
+
+def katex_files(root:Path=ROOT) -> dict[str, Path]:
+    "Site uri -> file, for KaTeX's script, stylesheet and fonts. Missing KaTeX is an error, naming the fix."
+    dirs = [Path(d) for d in ([os.environ['KATEX_DIR']] if os.environ.get('KATEX_DIR') else [])]
+    dirs += [d if d.is_absolute() else root/d for d in map(Path, KATEX_DIRS)]
+    for d in dirs:
+        if (d/'katex.min.js').is_file() and (d/'katex.min.css').is_file() and (d/'fonts').is_dir():
+            res = {f'{KATEX_URI}/{n}': d/n for n in ('katex.min.js', 'katex.min.css')}
+            for f in sorted((d/'fonts').resolve().glob('KaTeX_*')):
+                if f.suffix in ('.woff2', '.woff', '.ttf'): res[f'{KATEX_URI}/fonts/{f.name}'] = f
+            if any(u.endswith('.woff2') for u in res): return res
+    raise FileNotFoundError('KaTeX is not installed: `make sysdeps` (Debian: apt-get install libjs-katex fonts-katex), '
+                            f'or set KATEX_DIR; looked in {[str(d) for d in dirs]}')
+
+_re_unrendered = [re.compile(r'(?is)<(pre|code|script|style|textarea)\b.*?</\1>'),
+                  re.compile(r'(?is)<(span|div) class="arithmatex">.*?</\1>'),
+                  re.compile(r'(?s)<[^>]*>')]
+_re_raw_math = re.compile(r'\\\(|\\\)|\\\[|\\\]|\$\$|\$[^$\s][^$<]*?[\\^_{}][^$<]*?\$')
+
+def raw_maths(html_text:str) -> list[str]:
+    "Maths delimiters left in a page's HTML outside code and outside arithmatex's elements: maths nobody will render."
+    for r in _re_unrendered: html_text = r.sub(' ', html_text)
+    text = html.unescape(html_text)
+    return [text[max(0, m.start()-30):m.end()+30].replace('\n', ' ') for m in _re_raw_math.finditer(text)]
+
 README_HEAD = '<!-- This file is generated from nbs/index.ipynb by the docs build (`make docs`): edit the notebook. -->\n\n'
 
 class Site:
@@ -323,9 +353,17 @@ def on_files(files, config):
         files.append(File.generated(config, p.uri, content=p.markdown + _site.footer(p)))
         for uri, data in p.assets.items(): files.append(File.generated(config, uri, content=data))
     for uri, md in _site.api.items(): files.append(File.generated(config, uri, content=md))
+    for uri, fn in katex_files(_site.root).items(): files.append(File.generated(config, uri, abs_src_path=str(fn)))
     if _site.nbs.resolve() == (_site.root/'nbs').resolve() and (readme := _site.readme(config.site_url or '')):
         _write_if_changed(_site.root/'README.md', readme)  # only from the project's own notebooks
     return files
+
+def on_post_page(output, page, config):
+    "A page whose HTML still holds raw maths delimiters outside code fails the build."
+    if bad := raw_maths(output):
+        from mkdocs.exceptions import PluginError
+        raise PluginError(f'{page.file.src_uri}: maths that will show raw (fix the markdown): {bad[:3]}')
+    return output
 
 def on_serve(server, config, builder):
     server.watch(str(_site.nbs))
