@@ -42,6 +42,7 @@ class Module:
     path:Path
     doc:str = ''
     names:list = field(default_factory=list)  # public names: `__all__`, and `Class.method` for their public methods
+    adds:list = field(default_factory=list)   # `Class.method` for the methods this module `@patch`es onto a class
     @property
     def uri(self): return 'api/' + self.name.split('.', 1)[-1] + '.md'
 
@@ -64,13 +65,27 @@ def _defined(tree) -> dict:
                     if isinstance(n, ast.Name): res[n.id] = node
     return res
 
-def modules(lib:Path) -> list[Module]:
-    "Every module of the package at `lib` (private ones, `_*.py`, left out) with its public names."
+def patched(tree) -> list[tuple[str, str]]:
+    "`(class, method)` for each function in `tree` that fastcore's `@patch` attaches (`def f(self:Learner, ...)`)."
     res = []
+    for node in tree.body:
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or not node.args.args: continue
+        decs = [d.func if isinstance(d, ast.Call) else d for d in node.decorator_list]
+        if not any(getattr(d, 'id', getattr(d, 'attr', None)) == 'patch' for d in decs): continue
+        ann = node.args.args[0].annotation
+        cls = getattr(ann, 'id', getattr(ann, 'attr', None)) or (ann.value if isinstance(ann, ast.Constant) else None)
+        if isinstance(cls, str): res.append((cls.split('.')[-1], node.name))
+    return res
+
+def modules(lib:Path) -> list[Module]:
+    """Every module of the package at `lib` (private ones, `_*.py`, left out) with its public names.
+    A method that a module `@patch`es onto a class is listed with the class's module (`Learner.fit_one_cycle` under
+    `fastfound.learner`, where the reference documents it) and in the patching module's `adds`."""
+    res, trees = [], {}
     for p in sorted(lib.rglob('*.py')):
         rel = p.relative_to(lib.parent).with_suffix('')
         if any(part.startswith('_') for part in rel.parts[1:]) or '__pycache__' in rel.parts: continue
-        tree = ast.parse(p.read_text(encoding='utf-8'))
+        tree = trees[p] = ast.parse(p.read_text(encoding='utf-8'))
         defs, names = _defined(tree), []
         for nm in _all_names(tree):
             if nm not in defs: continue  # made dynamically: mkdocstrings could not document it
@@ -79,6 +94,16 @@ def modules(lib:Path) -> list[Module]:
                 names += [f'{nm}.{o.name}' for o in defs[nm].body
                           if isinstance(o, (ast.FunctionDef, ast.AsyncFunctionDef)) and not o.name.startswith('_')]
         res.append(Module('.'.join(rel.parts), p, ast.get_docstring(tree) or '', names))
+    owner = {}  # class name -> the module that exports it
+    for m in res:
+        for n in m.names:
+            if '.' not in n and isinstance(_defined(trees[m.path]).get(n), ast.ClassDef): owner.setdefault(n, m)
+    for m in res:
+        for cls, meth in patched(trees[m.path]):
+            if cls not in owner or meth.startswith('_'): continue
+            if meth in m.names: m.names.remove(meth)  # exported too: documented under its class all the same
+            if f'{cls}.{meth}' not in owner[cls].names: owner[cls].names.append(f'{cls}.{meth}')
+            if owner[cls] is not m: m.adds.append(f'{cls}.{meth}')
     return res
 
 # --- one notebook to markdown ---------------------------------------------------------------------------------
@@ -115,22 +140,53 @@ def process(nb):
                        process=True).nb
 
 class Linker:
-    "Turns inline code that names a public name, a module or a notebook into a link."
-    def __init__(self, mods:list, pages:dict, style:str='site', base:str=''):
+    """Turns inline code that names a public name, a module or a notebook into a link.
+
+    A dotted name (`Learner.fit`) links to its entry. A bare name links, in this order, to: a name of the page's own
+    module (`fit` on the Learner page is `Learner.fit`); a name some module exports; a method of a class by its bare
+    name (`fit_one_cycle`, `lr_find`), but only on pages from that class's notebook on, so that `backward` in the
+    backprop chapter stays plain code."""
+    def __init__(self, mods:list, pages:dict, style:str='site', base:str='', order:dict|None=None,
+                 titles:dict|None=None):
         self.refs, self.pages, self.style, self.base = {}, dict(pages), style, base
+        self.titles = titles or {}  # notebook stem -> its page's title: a link to a chapter reads as its title
+        self.own, self.methods = {}, {}  # module -> {bare name: ref}; bare method name -> (module, ref)
+        self.order = order or {}  # module name -> position of its notebook in the site (for `methods`)
         for m in mods:
             if style == 'site': self.pages.setdefault(m.name, m.uri)  # a module links to its reference page
-            for nm in m.names: self.refs.setdefault(nm, f'{m.name}.{nm}')
+            own = self.own.setdefault(m.name, {})
+            for nm in m.names:
+                self.refs.setdefault(nm, f'{m.name}.{nm}')
+                own.setdefault(nm.split('.')[-1], f'{m.name}.{nm}')
+                if '.' in nm: self.methods.setdefault(nm.split('.')[-1], (m.name, f'{m.name}.{nm}'))
+        for m in mods:  # what a module adds to a class lives on the class's page
+            for nm in m.adds:
+                owner = next((o for o in mods if nm in o.names), None)
+                if owner: own = self.own[m.name]; own[nm.split('.')[-1]] = self.refs[nm] = f'{owner.name}.{nm}'
+        self.module, self.pos = None, None
+
+    def at(self, module:str|None, pos:int|None=None):
+        "Link as seen from the page of `module` (the notebook's `default_exp`), at position `pos` in the site."
+        self.module, self.pos = module, pos
+        return self
 
     def target(self, code:str):
         key = code[:-2] if code.endswith('()') else code
         if key in self.pages: return 'page', self.pages[key]
-        if self.style == 'site' and key in self.refs: return 'ref', self.refs[key]
+        if self.style != 'site': return None, None
+        if '.' not in key and self.module and key in self.own.get(self.module, {}): return 'ref', self.own[self.module][key]
+        if key in self.refs: return 'ref', self.refs[key]
+        if key in self.methods:
+            mod, ref = self.methods[key]
+            if self.pos is not None and self.pos >= self.order.get(mod, 1 << 30): return 'ref', ref
         return None, None
 
     def sub(self, m):
         kind, tgt = self.target(m.group(1))
-        if kind == 'page': return f'[{m.group(0)}]({self.base}{tgt})'
+        if kind == 'page':
+            key = m.group(1)[:-2] if m.group(1).endswith('()') else m.group(1)
+            text = md_escape(self.titles[key]) if key in self.titles else m.group(0)
+            return f'[{text}]({self.base}{tgt})'
         if kind == 'ref': return f'[{m.group(0)}][{tgt}]'
         return m.group(0)
 
@@ -190,11 +246,13 @@ class Renderer:
                 data = base64.b64decode(_text(att[mime]))
                 uri = self.asset(f'cell{i}_{nm}' if '.' in nm else f'cell{i}_{nm}.{self.exts[mime]}', data)
                 src = src.replace(f'attachment:{nm}', uri)
-        return self.link(_re_link.sub(self.nb_link, src))
+        return self.link(escape_dunders(_re_link.sub(self.nb_link, src)))
 
     def nb_link(self, m) -> str:
         "A link to another notebook goes to its page; to a notebook not (yet) in nbs/, it is left as text."
         text, stem, frag = m.group(1), Path(m.group(2)).name, m.group(3) or ''
+        if text.strip('`*_ ').removesuffix('.ipynb') == stem and stem in self.link.titles:
+            text = md_escape(self.link.titles[stem])  # a chapter is named by its title, not its file
         if stem in self.link.pages: return f'[{text}]({self.link.base}{self.link.pages[stem]}{frag})'
         log.info(f'{self.page.src.name} links to {stem}.ipynb, which is not in nbs/: shown as text')
         return text
@@ -235,25 +293,57 @@ class Renderer:
                  else '' for i, c in enumerate(nb.cells)]
         return '\n\n'.join(c.strip('\n') for c in cells if c.strip()) + '\n'
 
-def render(fn:Path, link:Linker, img_base:str='') -> Page:
-    "Notebook `fn` as a `Page`: markdown, title, module, figures."
+def full_module(name:str|None, lib:str='fastfound') -> str|None:
+    "`learner` -> `fastfound.learner` (a notebook's `default_exp` names the module within the package)."
+    return name if not name or '.' in name else f'{lib}.{name}'
+
+def render(fn:Path, link:Linker, img_base:str='', pos:int|None=None, lib:str='fastfound') -> Page:
+    "Notebook `fn` as a `Page`: markdown, title, module, figures. `pos`: its place in the site, for the linker."
     from execnb.nbio import read_nb
     nb = read_nb(fn)
     page = Page(fn, page_uri(fn), title_of(nb, fn.stem), default_exp(nb))
+    link.at(full_module(page.module, lib), pos)
     page.markdown = Renderer(page, link, img_base)(process(nb))
     return page
 
+_re_dunder = re.compile(r'(?<![\\\w*])__([A-Za-z]\w*?)__(?!\w)')
+_re_inline = re.compile(r'(`+)(.+?)\1|\$[^$\n]+\$')
+
+def escape_dunders(md:str) -> str:
+    "`super().__init__()` in prose, outside code and maths, would be read as bold `init`: escape the underscores."
+    def esc(t): return _re_dunder.sub(r'\\_\\_\1\\_\\_', t)
+    def line(l):
+        out, last = [], 0
+        for m in _re_inline.finditer(l): out += [esc(l[last:m.start()]), m.group(0)]; last = m.end()
+        return ''.join(out + [esc(l[last:])])
+    out, fence = [], None
+    for l in md.split('\n'):
+        f = _re_fence.match(l)
+        if fence:
+            if f and f.group(2)[0] == fence[0] and len(f.group(2)) >= len(fence): fence = None
+        elif f: fence = f.group(2)
+        else: l = line(l)
+        out.append(l)
+    return '\n'.join(out)
+
+def md_escape(text:str) -> str:
+    "Plain text (a title) as markdown that shows it as written: `super().__init__()` stays, not bold `init`."
+    return re.sub(r'([\\`*_\[\]<>])', r'\\\1', text)
+
 # --- the site ------------------------------------------------------------------------------------------------
 
-def api_page(m:Module, nb_page:Page|None) -> str:
-    intro = f'Introduced in [{nb_page.title}](../{nb_page.uri}).\n\n' if nb_page else ''
+def api_page(m:Module, nb_page:Page|None, mods:list=()) -> str:
+    intro = f'Introduced in [{md_escape(nb_page.title)}](../{nb_page.uri}).\n\n' if nb_page else ''
+    if m.adds:
+        intro += ('Adds to its class, documented there: ' +
+                  ', '.join(f'[`{n}`][{o.name}.{n}]' for n in m.adds for o in mods if n in o.names) + '.\n\n')
     return f'# `{m.name}`\n\n{intro}::: {m.name}\n'
 
 def api_index(mods:list, by_mod:dict) -> str:
     rows = ['| module | notebook | public names |', '|---|---|---|']
     for m in mods:
         p = by_mod.get(m.name)
-        nb = f'[{p.title}](../{p.uri})' if p else ''
+        nb = f'[{md_escape(p.title)}](../{p.uri})' if p else ''
         nms = ', '.join(f'[`{n}`][{m.name}.{n}]' for n in m.names if '.' not in n)
         rows.append(f'| [`{m.name}`]({m.uri[4:]}) | {nb} | {nms} |')
     body = '\n'.join(rows) if mods else 'The package has no public modules yet.'
@@ -302,11 +392,15 @@ class Site:
         self.mods = modules(root/cfg.get('lib_path', cfg['lib_name']))
         fns = notebooks(self.nbs)
         self.pages_by_stem = {fn.stem: page_uri(fn) for fn in fns}
-        link = Linker(self.mods, self.pages_by_stem)
-        self.pages = [render(fn, link) for fn in fns]
-        self.by_mod = {p.module if '.' in (p.module or '') else f'{cfg["lib_name"]}.{p.module}': p
-                       for p in self.pages if p.module}
-        self.api = {m.uri: api_page(m, self.by_mod.get(m.name)) for m in self.mods}
+        lib = cfg['lib_name']
+        from execnb.nbio import read_nb
+        heads = {fn: read_nb(fn) for fn in fns}  # (read twice, to know every title and module before linking)
+        self.titles = {fn.stem: title_of(nb, fn.stem) for fn, nb in heads.items()}
+        order = {full_module(default_exp(nb), lib): i for i, nb in enumerate(heads.values()) if default_exp(nb)}
+        link = Linker(self.mods, self.pages_by_stem, order=order, titles=self.titles)
+        self.pages = [render(fn, link, pos=i, lib=lib) for i, fn in enumerate(fns)]
+        self.by_mod = {full_module(p.module, lib): p for p in self.pages if p.module}
+        self.api = {m.uri: api_page(m, self.by_mod.get(m.name), self.mods) for m in self.mods}
         self.api['api/index.md'] = api_index(self.mods, self.by_mod)
 
     def nav(self) -> list:
@@ -329,7 +423,7 @@ class Site:
         if not fn.exists(): return None
         pages = {k: f'nbs/{k}.ipynb' for k in self.pages_by_stem}
         if site_url: pages |= {m.name: f'{site_url.rstrip("/")}/{m.uri[:-3]}/' for m in self.mods}  # the published reference
-        link = Linker(self.mods, pages, style='readme')
+        link = Linker(self.mods, pages, style='readme', titles=self.titles)
         return README_HEAD + render(fn, link, img_base=site_url).markdown
 
 def _write_if_changed(fn:Path, text:str):
