@@ -223,6 +223,69 @@ def default_exp(nb) -> str|None:
         if c.cell_type == 'code' and (m := re.search(r'^\s*#\|\s*default_exp\s+(\S+)', _text(c.source), re.M)):
             return m.group(1)
 
+# --- figures: what they show (alt text), and their panels ----------------------------------------------------
+
+_re_alt = re.compile(r'^\s*#\s*(?:\|\s*)?(?:fig-alt|alt)\s*:\s*(.+?)\s*$', re.M)
+_re_label = re.compile(r'\b(?:set_)?(suptitle|title|xlabel|ylabel)\(\s*(?P<q>[\'"])(.+?)(?P=q)')
+
+def first_sentence(md:str) -> str:
+    "The first sentence of markdown `md`, as plain text."
+    txt = re.sub(r'```.*?```', ' ', md, flags=re.S)
+    txt = re.sub(r'^\s*#.*$', ' ', txt, flags=re.M)  # a heading is not a sentence
+    txt = re.sub(r'^\s*(>|[-*]|\d+\.)\s+', '', txt, flags=re.M)
+    txt = re.sub(r'!?\[([^\]]*)\]\([^)]*\)', r'\1', txt)
+    txt = re.sub(r'[`*_]|\$', '', ' '.join(txt.split()))
+    m = re.match(r'(.+?[.!?:])(\s|$)', txt)
+    return (m.group(1) if m else txt)[:200].rstrip(':').strip()
+
+def fig_alt(src:str, prev_md:str='') -> str:
+    """What a figure shows, in this order: the cell's `#| fig-alt: ...` or `# alt: ...` line; else the titles and
+    axis labels the cell's code gives its plot (`set_title('means')`, `xlabel('batch')`); else the first sentence
+    of the markdown before the cell; else 'A figure'."""
+    if m := _re_alt.search(src): return m.group(1)
+    labels = {}
+    for kind, _, text in _re_label.findall(src): labels.setdefault(kind, []).append(text)
+    if labels:
+        what = ', '.join(dict.fromkeys(labels.get('suptitle', []) + labels.get('title', []))) or 'A plot'
+        axes = [f'{a} {", ".join(dict.fromkeys(labels[k]))}' for a, k in (('x:', 'xlabel'), ('y:', 'ylabel')) if k in labels]
+        return what + (f' ({"; ".join(axes)})' if axes else '')
+    return first_sentence(prev_md) or 'A figure'
+
+def panels(png:bytes, tol:int=8, min_gap:int=6, min_w:int=100) -> list[tuple[int, int]]:
+    """The column ranges of a multi-panel figure's panels (matplotlib's subplots side by side, split where a gap of
+    background runs the full height), or `[]` for a figure of one panel."""
+    try:
+        import io
+        import numpy as np
+        from PIL import Image
+        im = np.asarray(Image.open(io.BytesIO(png)).convert('RGB')).astype(int)
+    except Exception: return []
+    blank = list((np.abs(im - im[0, 0]).max(axis=2) <= tol).all(axis=0)) + [True]
+    segs, start = [], None
+    for x, b in enumerate(blank):
+        if not b and start is None: start = x
+        if b and start is not None: segs.append([start, x]); start = None
+    merged = []
+    for seg in segs:  # close gaps: a tick label is not a panel
+        if merged and seg[0] - merged[-1][1] < min_gap: merged[-1][1] = seg[1]
+        else: merged.append(seg)
+    grown = []
+    for seg in merged:  # a narrow piece (an axis label, ticks) belongs with the panel to its right
+        if grown and grown[-1][1] - grown[-1][0] < min_w: grown[-1][1] = seg[1]
+        else: grown.append(seg)
+    if len(grown) > 1 and grown[-1][1] - grown[-1][0] < min_w: grown[-2][1] = grown.pop()[1]
+    if len(grown) < 2: return []
+    cuts = [0] + [(a[1] + b[0]) // 2 for a, b in zip(grown, grown[1:])] + [im.shape[1]]
+    return list(zip(cuts, cuts[1:]))
+
+def crop_png(png:bytes, x0:int, x1:int) -> tuple[bytes, int, int]:
+    import io
+    from PIL import Image
+    im = Image.open(io.BytesIO(png))
+    part = im.crop((x0, 0, x1, im.height))
+    buf = io.BytesIO(); part.save(buf, format='PNG', optimize=True)
+    return buf.getvalue(), part.width, part.height
+
 class Renderer:
     "Renders a processed notebook's cells to markdown; figures are collected in `assets`."
     mimes = ('text/markdown', 'image/png', 'image/jpeg', 'image/svg+xml', 'text/html', 'text/plain')
@@ -232,6 +295,7 @@ class Renderer:
         self.page, self.link, self.img_base = page, link, img_base
         self.site = link.style == 'site'  # else plain GitHub markdown, for the README
         self.dir = page.uri[:-3] + '_files' if page.uri != 'index.md' else 'index_files'
+        self.prev_md, self.alt = '', 'A figure'  # the markdown before the cell; its figures' alt text
 
     def asset(self, name:str, data:bytes) -> str:
         uri = f'{self.dir}/{name}'
@@ -257,6 +321,21 @@ class Renderer:
         log.info(f'{self.page.src.name} links to {stem}.ipynb, which is not in nbs/: shown as text')
         return text
 
+    def figure(self, raw:bytes, ext:str, i:int, j:int, alt:str) -> str:
+        "A figure as a markdown image; in the site, one opening at full size, and split into panels if it has them."
+        uri = self.asset(f'cell{i}_out{j}.{ext}', raw)
+        alt = alt.replace('[', '(').replace(']', ')')
+        if not self.site: return f'![{alt}]({uri})'
+        ps = panels(raw) if ext == 'png' else []
+        if not ps: return f'[![{alt}]({uri})]({uri}){{.glightbox .nb-fig}}'
+        imgs = []
+        for k, (x0, x1) in enumerate(ps):
+            data, w, h = crop_png(raw, x0, x1)
+            p = self.asset(f'cell{i}_out{j}_panel{k}.png', data)
+            imgs.append(f'[![{alt} (panel {k+1} of {len(ps)})]({p}){{width="{w}" height="{h}"}}]({uri})'
+                        f'{{.glightbox .nb-fig}}')
+        return f'<div class="nb-panels" markdown>\n{"".join(imgs)}\n</div>'
+
     def output(self, o, i, j) -> str:
         kind = o.get('output_type')
         if kind == 'stream':
@@ -271,13 +350,14 @@ class Renderer:
         if mime == 'text/markdown': return _text(val).strip()
         if mime in self.exts:
             raw = _text(val).encode() if mime == 'image/svg+xml' else base64.b64decode(_text(val))
-            return f'![output {j} of cell {i}]({self.asset(f"cell{i}_out{j}.{self.exts[mime]}", raw)})'
+            return self.figure(raw, self.exts[mime], i, j, self.alt)
         if mime == 'text/html':
             val = re.sub(r'(?is)<script.*?</script>', '', _text(val)).strip()
             return f'<div class="nb-html">\n{val}\n</div>' if self.site else val
         return _fence(_re_ansi.sub('', _text(val)), 'text')
 
     def code(self, cell, i) -> str:
+        self.alt = fig_alt(_text(cell.source), self.prev_md)
         src = _re_directive.sub('', _text(cell.source)).strip('\n')
         parts = []
         if src.strip() and getattr(cell, 'echo_', True):
@@ -289,8 +369,12 @@ class Renderer:
         return '\n\n'.join(parts)
 
     def __call__(self, nb) -> str:
-        cells = [self.markdown(c, i) if c.cell_type == 'markdown' else self.code(c, i) if c.cell_type == 'code'
-                 else '' for i, c in enumerate(nb.cells)]
+        cells, self.prev_md, self.alt = [], '', 'A figure'
+        for i, c in enumerate(nb.cells):
+            if c.cell_type == 'markdown':
+                cells.append(self.markdown(c, i))
+                self.prev_md = _text(c.source)
+            else: cells.append(self.code(c, i) if c.cell_type == 'code' else '')
         return '\n\n'.join(c.strip('\n') for c in cells if c.strip()) + '\n'
 
 def full_module(name:str|None, lib:str='fastfound') -> str|None:
