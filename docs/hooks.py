@@ -464,6 +464,107 @@ def raw_maths(html_text:str) -> list[str]:
     text = html.unescape(html_text)
     return [text[max(0, m.start()-30):m.end()+30].replace('\n', ' ') for m in _re_raw_math.finditer(text)]
 
+# --- the callbacks and their events, read from the code at build time -----------------------------------------
+
+_WHEN = {'before': 'at the start of {a} {s}',
+         'after': 'when {a} {s} ends normally (not after a cancel or an error)',
+         'cleanup': 'whenever {a} {s} ends: normally, cancelled or by an error'}
+_STEPS = {'after_pred': 'in every batch, after the model\'s forward pass (`learn.preds`)',
+          'after_loss': 'in every batch, after the loss (`learn.loss`)',
+          'after_backward': 'in a training batch, after the backward pass (the gradients)',
+          'after_step': 'in a training batch, after the optimizer\'s step, before the gradients are zeroed'}
+
+def _live(name:str, root:Path=ROOT):
+    "Module `name` of the package, imported from this checkout (not some other install); the tables read it."
+    import importlib
+    m = importlib.import_module(name)
+    f = Path(getattr(m, '__file__', '') or '').resolve()
+    if not f.is_relative_to(root.resolve()):
+        raise ImportError(f'{name} was imported from {f}, not from {root}: run the build with PYTHONPATH={root}')
+    return m
+
+def callback_api(lib:str='fastfound', mods:list=(), root:Path=ROOT):
+    "`(Callback, EVENTS, PIECES, STAGES)` from `fastfound.events`, or from `fastfound.learner` where they used to be."
+    have = {m.name for m in mods}
+    for name in (f'{lib}.events', f'{lib}.learner'):
+        if have and name not in have: continue
+        m = _live(name, root)
+        if hasattr(m, 'Callback') and hasattr(m, 'EVENTS'):
+            return m.Callback, tuple(m.EVENTS), tuple(getattr(m, 'PIECES', ())), tuple(getattr(m, 'STAGES', ()))
+    raise ImportError(f'neither {lib}.events nor {lib}.learner defines Callback and EVENTS')
+
+def learner_writes(cls, base) -> list[str]:
+    "The Learner attributes that the code of `cls` (and of its bases up to `base`) assigns: `learn.xb = ...`."
+    import inspect, textwrap
+    res = []
+    for c in cls.__mro__:
+        if c is base or c is object or not c.__module__.startswith(base.__module__.split('.')[0]): continue
+        try: tree = ast.parse(textwrap.dedent(inspect.getsource(c)))
+        except (OSError, TypeError, SyntaxError): continue
+        aliases = {'learn'}  # `learn = self.learn`, then `learn.x = ...`
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Assign) and isinstance(n.value, ast.Attribute) and n.value.attr == 'learn':
+                aliases |= {t.id for t in n.targets if isinstance(t, ast.Name)}
+        def is_learn(v): return (isinstance(v, ast.Name) and v.id in aliases) or \
+            (isinstance(v, ast.Attribute) and v.attr == 'learn' and isinstance(v.value, ast.Name) and v.value.id == 'self')
+        for n in ast.walk(tree):
+            targets = n.targets if isinstance(n, ast.Assign) else [n.target] if isinstance(n, (ast.AugAssign, ast.AnnAssign)) else []
+            for t in targets:
+                for e in (t.elts if isinstance(t, ast.Tuple) else [t]):
+                    if isinstance(e, ast.Attribute) and is_learn(e.value) and not e.attr.startswith('_'): res.append(e.attr)
+            if isinstance(n, ast.Call) and getattr(n.func, 'id', None) == 'setattr' and len(n.args) >= 2 \
+                    and is_learn(n.args[0]) and isinstance(n.args[1], ast.Constant): res.append(str(n.args[1].value))
+    return list(dict.fromkeys(res))
+
+def callbacks_page(mods:list, lib:str='fastfound', root:Path=ROOT) -> str:
+    "The index of callbacks and the table of events, both from the code: what `Callback` subclasses the package has."
+    Callback, events, pieces, stages = callback_api(lib, mods, root)
+    exported = {n: m.name for m in mods for n in m.names if '.' not in n}
+    for m in mods:
+        try: _live(m.name, root)
+        except Exception as e: log.warning(f'callback index: {m.name} does not import ({e}); its callbacks are left out')
+    def subs(c): return [c] + [x for s in c.__subclasses__() for x in subs(s)]
+    cbs = [c for c in dict.fromkeys(subs(Callback)) if c is not Callback and exported.get(c.__name__) == c.__module__]
+    cbs.sort(key=lambda c: (getattr(c, 'order', 0), c.__name__))
+    flags = [k for k, v in vars(Callback).items() if k.startswith('run_') and isinstance(v, bool)]
+    def ref(c): return f'[`{c.__name__}`][{c.__module__}.{c.__name__}]'
+    def code(xs): return ', '.join(f'`{x}`' for x in xs) or '—'
+    rows = ['| callback | order | events | replaces | writes on the Learner | flags |', '|---|--:|---|---|---|---|']
+    uses = {e: [] for e in events}
+    for c in cbs:
+        evs = [e for e in events if callable(getattr(c, e, None))]
+        for e in evs: uses[e].append(c)
+        reps = [p for p in pieces if callable(getattr(c, p, None))]
+        writes = learner_writes(c, Callback)
+        off = [f'`{f}={getattr(c, f)}`' for f in flags if getattr(c, f) is not getattr(Callback, f)]
+        rows.append(f'| {ref(c)} | {getattr(c, "order", 0)} | {code(evs)} | {code(reps)} | {code(writes)} | '
+                    f'{", ".join(off) or "—"} |')
+    ev_rows = ['| event | when it runs | cancel with | used by |', '|---|---|---|---|']
+    cancels = {s: f'Cancel{s.capitalize()}Exception' for s in stages}
+    for e in events:
+        kind, _, stage = e.partition('_')
+        if e in _STEPS: when = _STEPS[e]
+        else: when = _WHEN.get(kind, '{a} {s}').format(a='the' if stage == 'fit' else 'each', s=stage)
+        cancel = f'`{cancels[stage]}`' if stage in cancels and kind == 'before' else ''
+        ev_rows.append(f'| `{e}` | {when} | {cancel} | {", ".join(ref(c) for c in uses[e]) or "—"} |')
+    src = f'`{Callback.__module__}`'
+    return '\n'.join([
+        '# Callbacks and events', '',
+        f'> Every callback the package exports, and every event of the training loop: both tables are generated from '
+        f'the code ({src}\'s `EVENTS`, and the `Callback` subclasses) each time the site is built.', '',
+        'A callback is a class with methods named after events; the learner calls them in the order of their `order` '
+        '(lower first). A method named after one of the loop\'s pieces (' + code(pieces) + ') replaces that piece. '
+        '"Writes on the Learner" lists the attributes its code assigns on the learner; "flags" shows its `run_*` '
+        'flags that differ from `Callback`\'s (`run_valid=False`: it sits out validation).', '',
+        '## Callbacks', '', *rows, '',
+        '## Events', '',
+        'In this order within their stage: `before_<stage>`, the stage\'s body, `after_<stage>`, then '
+        '`cleanup_<stage>`. Raising a stage\'s cancel exception skips the rest of that stage: its `after_` event does '
+        'not run, its `cleanup_` event does.', '', *ev_rows, ''])
+
+CALLBACKS_URI = 'callback_index.md'
+GUIDES = [('Study guide', 'study_guide.md'), ('Callbacks and events', CALLBACKS_URI)]  # pages in docs/ or generated
+
 README_HEAD = '<!-- This file is generated from nbs/index.ipynb by the docs build (`make docs`): edit the notebook. -->\n\n'
 
 class Site:
@@ -486,12 +587,18 @@ class Site:
         self.by_mod = {full_module(p.module, lib): p for p in self.pages if p.module}
         self.api = {m.uri: api_page(m, self.by_mod.get(m.name), self.mods) for m in self.mods}
         self.api['api/index.md'] = api_index(self.mods, self.by_mod)
+        self.version = cfg.get('version', '')
+        self.extra = {CALLBACKS_URI: callbacks_page(self.mods, lib, root)}  # generated pages besides the notebooks
+        if (root/'CHANGELOG.md').exists(): self.extra['changelog.md'] = (root/'CHANGELOG.md').read_text(encoding='utf-8')
 
     def nav(self) -> list:
         home = [{'Home': p.uri} for p in self.pages if p.uri == 'index.md']
         chapters = [{p.title: p.uri} for p in self.pages if p.uri != 'index.md']
+        guides = [{t: u} for t, u in GUIDES if u in self.extra or (self.root/'docs'/u).exists()]
         api = [{'Overview': 'api/index.md'}] + [{m.name: m.uri} for m in self.mods]
-        return home + ([{'Notebooks': chapters}] if chapters else []) + [{'API reference': api}]
+        tail = [{'Changelog': 'changelog.md'}] if 'changelog.md' in self.extra else []
+        return (home + ([{'Notebooks': chapters}] if chapters else []) + ([{'Guides': guides}] if guides else [])
+                + [{'API reference': api}] + tail)
 
     def footer(self, p:Page) -> str:
         "A page's closing lines: its module's reference and its source notebook."
@@ -530,18 +637,28 @@ def on_files(files, config):
         if files.get_file_from_path(p.uri): raise ValueError(f'docs/{p.uri} exists: it would hide {p.src.name}')
         files.append(File.generated(config, p.uri, content=p.markdown + _site.footer(p)))
         for uri, data in p.assets.items(): files.append(File.generated(config, uri, content=data))
-    for uri, md in _site.api.items(): files.append(File.generated(config, uri, content=md))
+    for uri, md in (_site.api | _site.extra).items():
+        if files.get_file_from_path(uri): raise ValueError(f'docs/{uri} exists: it would hide a generated page')
+        files.append(File.generated(config, uri, content=md))
     for uri, fn in katex_files(_site.root).items(): files.append(File.generated(config, uri, abs_src_path=str(fn)))
     if _site.nbs.resolve() == (_site.root/'nbs').resolve() and (readme := _site.readme(config.site_url or '')):
         _write_if_changed(_site.root/'README.md', readme)  # only from the project's own notebooks
     return files
 
+_re_topic = re.compile(r'(<div class="md-header__topic">\s*<span class="md-ellipsis">\s*)([^<]*?)(\s*</span>)')
+
+def with_version(output:str, version:str) -> str:
+    "The site's name in the header, followed by the version from settings.ini."
+    if not version: return output
+    badge = f'<span class="ff-version" title="fastfound version">v{html.escape(version)}</span>'
+    return _re_topic.sub(lambda m: m.group(1) + m.group(2) + ' ' + badge + m.group(3), output, count=1)
+
 def on_post_page(output, page, config):
-    "A page whose HTML still holds raw maths delimiters outside code fails the build."
+    "The version goes into the header; a page whose HTML still holds raw maths outside code fails the build."
     if bad := raw_maths(output):
         from mkdocs.exceptions import PluginError
         raise PluginError(f'{page.file.src_uri}: maths that will show raw (fix the markdown): {bad[:3]}')
-    return output
+    return with_version(output, _site.version if _site else '')
 
 def on_serve(server, config, builder):
     server.watch(str(_site.nbs))
