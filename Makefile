@@ -25,11 +25,14 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) -e ".[dev]"
 	touch $@
 
-# Debian packages the tests use: the real Fashion-MNIST files and a headless browser for the docs test.
+# Debian packages the tests and the docs use: the real Fashion-MNIST files, a headless browser for the docs test,
+# KaTeX (script, stylesheet, fonts), which the docs build copies into the site so that the maths renders offline.
+SYSDEPS := dataset-fashion-mnist chromium libjs-katex fonts-katex
 sysdeps:
-	@if [ ! -e /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ] || ! command -v chromium >/dev/null; then \
+	@if [ ! -e /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ] || ! command -v chromium >/dev/null \
+	    || [ ! -e /usr/share/javascript/katex/katex.min.js ] || [ ! -e /usr/share/fonts/truetype/katex/KaTeX_Main-Regular.woff2 ]; then \
 	  if [ "$$(id -u)" = 0 ]; then S=; else S=sudo; fi; \
-	  $$S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq dataset-fashion-mnist chromium >/dev/null; \
+	  $$S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq $(SYSDEPS) >/dev/null; \
 	fi
 
 # --- the two commands the README names ------------------------------------------------------------
@@ -62,14 +65,14 @@ pytest: $(VENV)/.installed-dev
 	$(PY) -m pytest tests -q
 
 # The site, from the outputs saved in the notebooks (docs/hooks.py renders nbs/*.ipynb); also writes README.md.
-docs: $(VENV)/.installed-dev
+docs: $(VENV)/.installed-dev sysdeps
 	$(BIN)/mkdocs build --strict
 
-serve: $(VENV)/.installed-dev
+serve: $(VENV)/.installed-dev sysdeps
 	$(BIN)/mkdocs serve -a 127.0.0.1:8000
 
 # Execute every notebook first (saving its outputs), then build: a failing cell stops it, naming notebook and cell.
-docs-exec: $(VENV)/.installed-dev
+docs-exec: $(VENV)/.installed-dev sysdeps
 	$(PY) tools/run_nbs.py
 	$(BIN)/mkdocs build --strict
 

@@ -1,21 +1,30 @@
-"""A Griffe extension for the API reference: nbdev's docments become the docstring's parameter list.
+"""A Griffe extension for the API reference: what nbdev's way of writing code means, told to mkdocstrings.
 
-fastfound documents a parameter with a comment on its line, `def f(x:Tensor, # the input`, and the return
-value with a comment after the signature's `->` annotation. mkdocstrings reads docstrings only, so this
-extension appends those comments to the docstring as a Google-style `Args:`/`Returns:` section.
-Then, once the package is loaded, inline code in any docstring that names a public name of the package
-(`Learner`, `Learner.fit`, `fit()`) becomes a link to that name's entry.
+- Docments: fastfound documents a parameter with a comment on its line, `def f(x:Tensor, # the input`, and the
+  return value with a comment after the signature's `->` annotation. mkdocstrings reads docstrings only, so the
+  comments are appended to the docstring as a Google-style `Args:`/`Returns:` section (parsed as Google, so that
+  a class's constructor gets the same parameter list as a function).
+- `@patch`: a function decorated with fastcore's `patch`, `def fit_one_cycle(self:Learner, ...)`, is a method of
+  `Learner`, whichever module defines it. It is moved under its class (its source still shown from its own file),
+  after the class's own methods, and its docstring says which module adds it.
+- Constants: a module-level name whose source is an expression (`EVENTS = tuple(... for s in STAGES ...)`) shows
+  the value the module really computes, when that value is a short literal.
+- `__dunder__` names in docstrings are escaped, so that `super().__init__()` is not read as bold.
+- Then inline code in any docstring that names a public name of the package (`Learner`, `Learner.fit`, `fit()`,
+  or a method by its bare name, `fit_one_cycle`) becomes a link to that name's entry.
 """
 from __future__ import annotations
-import ast, io, re, tokenize
+import ast, importlib, io, re, tokenize
 import griffe
 
 _re_code = re.compile(r'(?<![\[`])`([A-Za-z_][\w.]*)(\(\))?`(?![`\]])')
 _re_fence = re.compile(r'^\s*(```|~~~)')
+_re_dunder = re.compile(r'(?<![\\\w*])__([A-Za-z]\w*?)__(?!\w)')
+_re_inline = re.compile(r'(`+)(.+?)\1')
 
 def public_refs(mods) -> dict[str, str]:
-    "Name -> full path, for every name in the modules' `__all__` and their classes' public methods."
-    refs = {}
+    "Name -> full path, for every name in the modules' `__all__`, their classes' public methods, and those by bare name."
+    refs, bare = {}, {}
     for m in mods:
         for n in (m.exports or []):
             o = m.members.get(n)
@@ -23,8 +32,29 @@ def public_refs(mods) -> dict[str, str]:
             refs.setdefault(n, o.path)
             if o.is_class:
                 for k, f in o.members.items():
-                    if not k.startswith('_') and not f.is_alias and f.is_function: refs.setdefault(f'{n}.{k}', f.path)
+                    if not k.startswith('_') and not f.is_alias and f.is_function:
+                        refs.setdefault(f'{n}.{k}', f.path)
+                        if f.extra.get('fastfound', {}).get('patched_from'): bare.setdefault(k, f.path)
+    for k, v in bare.items(): refs.setdefault(k, v)  # a name a module exports wins over a method's bare name
     return refs
+
+def _outside_code(text:str, fn) -> str:
+    "Apply `fn` to the parts of markdown `text` that are neither fenced nor inline code."
+    out, fenced = [], False
+    for line in text.split('\n'):
+        if _re_fence.match(line): fenced = not fenced
+        elif not fenced:
+            parts, last = [], 0
+            for m in _re_inline.finditer(line):
+                parts += [fn(line[last:m.start()]), m.group(0)]
+                last = m.end()
+            line = ''.join(parts + [fn(line[last:])])
+        out.append(line)
+    return '\n'.join(out)
+
+def escape_dunders(text:str) -> str:
+    "`super().__init__()` outside code would be read as bold `init`: escape its underscores."
+    return _outside_code(text, lambda s: _re_dunder.sub(r'\\_\\_\1\\_\\_', s))
 
 def link_code(text:str, refs:dict, own:str='') -> str:
     "Inline code naming a public name becomes an autorefs link (fenced code and the object's own name left alone)."
@@ -40,7 +70,7 @@ def link_code(text:str, refs:dict, own:str='') -> str:
 def _walk(obj):
     "`obj` and every object defined in it (aliases, i.e. imported names, left out)."
     yield obj
-    for m in obj.members.values():
+    for m in list(obj.members.values()):
         if not m.is_alias: yield from _walk(m)
 
 def _comments(lines:list[str], first:int, last:int) -> dict[int, str]:
@@ -72,12 +102,106 @@ def docments(node:ast.FunctionDef, lines:list[str]) -> tuple[dict[str, str], str
         ret = coms[node.returns.end_lineno]
     return res, ret
 
+# --- @patch: a function that fastcore attaches to a class is documented as that class's method -----------------
+
+class PatchedMethod(griffe.Function):
+    "A function moved under the class it patches; its file is still the module that defines it."
+    @property
+    def _origin(self): return self.extra['fastfound']['origin']
+    @property
+    def filepath(self): return self._origin.filepath
+    @property
+    def relative_filepath(self): return self._origin.relative_filepath
+    @property
+    def relative_package_filepath(self): return self._origin.relative_package_filepath
+
+def patch_target(f) -> str|None:
+    "The class name a `@patch`ed function `f` is attached to (its first parameter's annotation), else None."
+    decs = [str(d.value.function if isinstance(d.value, griffe.ExprCall) else d.value) for d in f.decorators]
+    if not any(d.split('.')[-1] == 'patch' for d in decs) or not f.parameters: return None
+    ann = f.parameters[0].annotation
+    return str(ann).split('.')[-1].strip('\'"') if ann is not None else None
+
+def move_patched(mods:list) -> dict[str, list]:
+    "Move every `@patch`ed function under its class. Returns class path -> the names moved there, in order."
+    classes = {}
+    for m in mods:
+        for n, o in m.members.items():
+            if not o.is_alias and o.is_class: classes.setdefault(n, o)
+    for m in mods:  # a class a module exports wins over one of the same name that it does not
+        for n in (m.exports or []):
+            if (o := m.members.get(n)) is not None and not o.is_alias and o.is_class: classes[n] = o
+    moved = {}
+    for m in mods:
+        for n, f in list(m.members.items()):
+            if f.is_alias or not f.is_function or (cls := classes.get(patch_target(f) or '')) is None: continue
+            m.del_member(n)
+            f.extra.setdefault('fastfound', {}).update(origin=m, patched_from=m.path)
+            f.__class__ = PatchedMethod
+            cls.set_member(n, f)
+            if cls.module is not m:
+                note = f'Added to `{cls.name}` by `{m.path}`.'
+                if f.docstring is not None: f.docstring.value = note + '\n\n' + f.docstring.value
+                else: f.docstring = griffe.Docstring(note, parent=f, parser=griffe.Parser.google)
+            moved.setdefault(cls.path, []).append(n)
+    # The class's own members in source order, then what its module patches on, then other modules' additions.
+    for path, names in moved.items():
+        cls = next(c for c in classes.values() if c.path == path)
+        own = sorted((k for k, o in cls.members.items() if k not in names), key=lambda k: cls.members[k].lineno or 0)
+        mod_order = {m.path: i for i, m in enumerate(mods)}
+        def key(k):
+            o = cls.members[k]
+            origin = o.extra['fastfound']['origin']
+            return (origin is not cls.module, mod_order.get(origin.path, 0), o.lineno or 0)
+        cls.exports = own + sorted(names, key=key)
+    return moved
+
+# --- constants: the value the module computes --------------------------------------------------------------------
+
+_LITERALS = (tuple, list, dict, set, frozenset, str, bytes, int, float, complex, bool, type(None))
+
+def _is_literal(v, depth=0) -> bool:
+    if depth > 4 or not isinstance(v, _LITERALS): return False
+    if isinstance(v, dict): return all(_is_literal(k, depth+1) and _is_literal(x, depth+1) for k, x in v.items())
+    if isinstance(v, (tuple, list, set, frozenset)): return all(_is_literal(x, depth+1) for x in v)
+    return True
+
+def short_value(src:str, value, limit:int=400) -> str|None:
+    "What to show for a constant whose source is `src`: its value's repr, when computed, literal and short."
+    try:
+        ast.literal_eval(src)
+        return None  # already a literal: the source says it best
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError): pass
+    if not _is_literal(value): return None
+    r = repr(value)
+    return r if len(r) <= limit else None
+
+def show_values(mods:list):
+    "Module-level constants show the value their module computes (where it is a short literal)."
+    for m in mods:
+        try: live = importlib.import_module(m.path)
+        except Exception: continue  # not importable here: the source expression stays
+        for n in (m.exports or []):
+            o = m.members.get(n)
+            if o is None or o.is_alias or not o.is_attribute or o.value is None or not hasattr(live, n): continue
+            if (v := short_value(str(o.value), getattr(live, n))) is not None: o.value = v
+
+# --- private methods the reader never calls, special methods without a docstring: left out -----------------------
+
+def hide_noise(obj):
+    for o in _walk(obj):
+        if o.is_function and o.parent is not None and o.parent.is_class and re.fullmatch(r'__\w+__', o.name):
+            if o.name != '__init__' and not o.docstring: o.public = False
+
 class Docments(griffe.Extension):
     def on_package(self, *, pkg, **kwargs):
         mods = [o for o in _walk(pkg) if o.is_module]
+        move_patched(mods)
+        show_values(mods)
+        hide_noise(pkg)
         refs = public_refs(mods)
         for o in _walk(pkg):
-            if o.docstring: o.docstring.value = link_code(o.docstring.value, refs, o.path)
+            if o.docstring: o.docstring.value = link_code(escape_dunders(o.docstring.value), refs, o.path)
 
     def on_function_instance(self, *, node, func, agent, **kwargs):
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)): return
@@ -91,7 +215,10 @@ class Docments(griffe.Extension):
         if params: extra += 'Args:\n' + ''.join(f'    {k}: {v}\n' for k, v in params.items())
         if ret: extra += f'\nReturns:\n    {ret}\n'
         value = (doc.rstrip() + '\n\n' + extra) if doc else extra
-        if func.docstring: func.docstring.value = value
-        else: func.docstring = griffe.Docstring(value, parent=func, lineno=node.lineno, endlineno=node.lineno,
-                                               parser=getattr(agent, 'docstring_parser', None),
-                                               parser_options=getattr(agent, 'docstring_options', None))
+        # The sections are Google-style whatever the handler's default: parse them so.
+        # The signature carries the types: a parameter without one is not worth a warning.
+        opts = {**((func.docstring.parser_options if func.docstring else None) or {}), 'warn_missing_types': False}
+        if func.docstring: func.docstring.parser, func.docstring.parser_options = griffe.Parser.google, opts
+        else: func.docstring = griffe.Docstring('', parent=func, lineno=node.lineno, endlineno=node.lineno,
+                                                parser=griffe.Parser.google, parser_options=opts)
+        func.docstring.value = value  # (set, not passed: the constructor's cleandoc would dedent the section's body)

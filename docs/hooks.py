@@ -42,6 +42,7 @@ class Module:
     path:Path
     doc:str = ''
     names:list = field(default_factory=list)  # public names: `__all__`, and `Class.method` for their public methods
+    adds:list = field(default_factory=list)   # `Class.method` for the methods this module `@patch`es onto a class
     @property
     def uri(self): return 'api/' + self.name.split('.', 1)[-1] + '.md'
 
@@ -64,13 +65,27 @@ def _defined(tree) -> dict:
                     if isinstance(n, ast.Name): res[n.id] = node
     return res
 
-def modules(lib:Path) -> list[Module]:
-    "Every module of the package at `lib` (private ones, `_*.py`, left out) with its public names."
+def patched(tree) -> list[tuple[str, str]]:
+    "`(class, method)` for each function in `tree` that fastcore's `@patch` attaches (`def f(self:Learner, ...)`)."
     res = []
+    for node in tree.body:
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or not node.args.args: continue
+        decs = [d.func if isinstance(d, ast.Call) else d for d in node.decorator_list]
+        if not any(getattr(d, 'id', getattr(d, 'attr', None)) == 'patch' for d in decs): continue
+        ann = node.args.args[0].annotation
+        cls = getattr(ann, 'id', getattr(ann, 'attr', None)) or (ann.value if isinstance(ann, ast.Constant) else None)
+        if isinstance(cls, str): res.append((cls.split('.')[-1], node.name))
+    return res
+
+def modules(lib:Path) -> list[Module]:
+    """Every module of the package at `lib` (private ones, `_*.py`, left out) with its public names.
+    A method that a module `@patch`es onto a class is listed with the class's module (`Learner.fit_one_cycle` under
+    `fastfound.learner`, where the reference documents it) and in the patching module's `adds`."""
+    res, trees = [], {}
     for p in sorted(lib.rglob('*.py')):
         rel = p.relative_to(lib.parent).with_suffix('')
         if any(part.startswith('_') for part in rel.parts[1:]) or '__pycache__' in rel.parts: continue
-        tree = ast.parse(p.read_text(encoding='utf-8'))
+        tree = trees[p] = ast.parse(p.read_text(encoding='utf-8'))
         defs, names = _defined(tree), []
         for nm in _all_names(tree):
             if nm not in defs: continue  # made dynamically: mkdocstrings could not document it
@@ -79,6 +94,16 @@ def modules(lib:Path) -> list[Module]:
                 names += [f'{nm}.{o.name}' for o in defs[nm].body
                           if isinstance(o, (ast.FunctionDef, ast.AsyncFunctionDef)) and not o.name.startswith('_')]
         res.append(Module('.'.join(rel.parts), p, ast.get_docstring(tree) or '', names))
+    owner = {}  # class name -> the module that exports it
+    for m in res:
+        for n in m.names:
+            if '.' not in n and isinstance(_defined(trees[m.path]).get(n), ast.ClassDef): owner.setdefault(n, m)
+    for m in res:
+        for cls, meth in patched(trees[m.path]):
+            if cls not in owner or meth.startswith('_'): continue
+            if meth in m.names: m.names.remove(meth)  # exported too: documented under its class all the same
+            if f'{cls}.{meth}' not in owner[cls].names: owner[cls].names.append(f'{cls}.{meth}')
+            if owner[cls] is not m: m.adds.append(f'{cls}.{meth}')
     return res
 
 # --- one notebook to markdown ---------------------------------------------------------------------------------
@@ -115,22 +140,53 @@ def process(nb):
                        process=True).nb
 
 class Linker:
-    "Turns inline code that names a public name, a module or a notebook into a link."
-    def __init__(self, mods:list, pages:dict, style:str='site', base:str=''):
+    """Turns inline code that names a public name, a module or a notebook into a link.
+
+    A dotted name (`Learner.fit`) links to its entry. A bare name links, in this order, to: a name of the page's own
+    module (`fit` on the Learner page is `Learner.fit`); a name some module exports; a method of a class by its bare
+    name (`fit_one_cycle`, `lr_find`), but only on pages from that class's notebook on, so that `backward` in the
+    backprop chapter stays plain code."""
+    def __init__(self, mods:list, pages:dict, style:str='site', base:str='', order:dict|None=None,
+                 titles:dict|None=None):
         self.refs, self.pages, self.style, self.base = {}, dict(pages), style, base
+        self.titles = titles or {}  # notebook stem -> its page's title: a link to a chapter reads as its title
+        self.own, self.methods = {}, {}  # module -> {bare name: ref}; bare method name -> (module, ref)
+        self.order = order or {}  # module name -> position of its notebook in the site (for `methods`)
         for m in mods:
             if style == 'site': self.pages.setdefault(m.name, m.uri)  # a module links to its reference page
-            for nm in m.names: self.refs.setdefault(nm, f'{m.name}.{nm}')
+            own = self.own.setdefault(m.name, {})
+            for nm in m.names:
+                self.refs.setdefault(nm, f'{m.name}.{nm}')
+                own.setdefault(nm.split('.')[-1], f'{m.name}.{nm}')
+                if '.' in nm: self.methods.setdefault(nm.split('.')[-1], (m.name, f'{m.name}.{nm}'))
+        for m in mods:  # what a module adds to a class lives on the class's page
+            for nm in m.adds:
+                owner = next((o for o in mods if nm in o.names), None)
+                if owner: own = self.own[m.name]; own[nm.split('.')[-1]] = self.refs[nm] = f'{owner.name}.{nm}'
+        self.module, self.pos = None, None
+
+    def at(self, module:str|None, pos:int|None=None):
+        "Link as seen from the page of `module` (the notebook's `default_exp`), at position `pos` in the site."
+        self.module, self.pos = module, pos
+        return self
 
     def target(self, code:str):
         key = code[:-2] if code.endswith('()') else code
         if key in self.pages: return 'page', self.pages[key]
-        if self.style == 'site' and key in self.refs: return 'ref', self.refs[key]
+        if self.style != 'site': return None, None
+        if '.' not in key and self.module and key in self.own.get(self.module, {}): return 'ref', self.own[self.module][key]
+        if key in self.refs: return 'ref', self.refs[key]
+        if key in self.methods:
+            mod, ref = self.methods[key]
+            if self.pos is not None and self.pos >= self.order.get(mod, 1 << 30): return 'ref', ref
         return None, None
 
     def sub(self, m):
         kind, tgt = self.target(m.group(1))
-        if kind == 'page': return f'[{m.group(0)}]({self.base}{tgt})'
+        if kind == 'page':
+            key = m.group(1)[:-2] if m.group(1).endswith('()') else m.group(1)
+            text = md_escape(self.titles[key]) if key in self.titles else m.group(0)
+            return f'[{text}]({self.base}{tgt})'
         if kind == 'ref': return f'[{m.group(0)}][{tgt}]'
         return m.group(0)
 
@@ -167,6 +223,69 @@ def default_exp(nb) -> str|None:
         if c.cell_type == 'code' and (m := re.search(r'^\s*#\|\s*default_exp\s+(\S+)', _text(c.source), re.M)):
             return m.group(1)
 
+# --- figures: what they show (alt text), and their panels ----------------------------------------------------
+
+_re_alt = re.compile(r'^\s*#\s*(?:\|\s*)?(?:fig-alt|alt)\s*:\s*(.+?)\s*$', re.M)
+_re_label = re.compile(r'\b(?:set_)?(suptitle|title|xlabel|ylabel)\(\s*(?P<q>[\'"])(.+?)(?P=q)')
+
+def first_sentence(md:str) -> str:
+    "The first sentence of markdown `md`, as plain text."
+    txt = re.sub(r'```.*?```', ' ', md, flags=re.S)
+    txt = re.sub(r'^\s*#.*$', ' ', txt, flags=re.M)  # a heading is not a sentence
+    txt = re.sub(r'^\s*(>|[-*]|\d+\.)\s+', '', txt, flags=re.M)
+    txt = re.sub(r'!?\[([^\]]*)\]\([^)]*\)', r'\1', txt)
+    txt = re.sub(r'[`*_]|\$', '', ' '.join(txt.split()))
+    m = re.match(r'(.+?[.!?:])(\s|$)', txt)
+    return (m.group(1) if m else txt)[:200].rstrip(':').strip()
+
+def fig_alt(src:str, prev_md:str='') -> str:
+    """What a figure shows, in this order: the cell's `#| fig-alt: ...` or `# alt: ...` line; else the titles and
+    axis labels the cell's code gives its plot (`set_title('means')`, `xlabel('batch')`); else the first sentence
+    of the markdown before the cell; else 'A figure'."""
+    if m := _re_alt.search(src): return m.group(1)
+    labels = {}
+    for kind, _, text in _re_label.findall(src): labels.setdefault(kind, []).append(text)
+    if labels:
+        what = ', '.join(dict.fromkeys(labels.get('suptitle', []) + labels.get('title', []))) or 'A plot'
+        axes = [f'{a} {", ".join(dict.fromkeys(labels[k]))}' for a, k in (('x:', 'xlabel'), ('y:', 'ylabel')) if k in labels]
+        return what + (f' ({"; ".join(axes)})' if axes else '')
+    return first_sentence(prev_md) or 'A figure'
+
+def panels(png:bytes, tol:int=8, min_gap:int=6, min_w:int=100) -> list[tuple[int, int]]:
+    """The column ranges of a multi-panel figure's panels (matplotlib's subplots side by side, split where a gap of
+    background runs the full height), or `[]` for a figure of one panel."""
+    try:
+        import io
+        import numpy as np
+        from PIL import Image
+        im = np.asarray(Image.open(io.BytesIO(png)).convert('RGB')).astype(int)
+    except Exception: return []
+    blank = list((np.abs(im - im[0, 0]).max(axis=2) <= tol).all(axis=0)) + [True]
+    segs, start = [], None
+    for x, b in enumerate(blank):
+        if not b and start is None: start = x
+        if b and start is not None: segs.append([start, x]); start = None
+    merged = []
+    for seg in segs:  # close gaps: a tick label is not a panel
+        if merged and seg[0] - merged[-1][1] < min_gap: merged[-1][1] = seg[1]
+        else: merged.append(seg)
+    grown = []
+    for seg in merged:  # a narrow piece (an axis label, ticks) belongs with the panel to its right
+        if grown and grown[-1][1] - grown[-1][0] < min_w: grown[-1][1] = seg[1]
+        else: grown.append(seg)
+    if len(grown) > 1 and grown[-1][1] - grown[-1][0] < min_w: grown[-2][1] = grown.pop()[1]
+    if len(grown) < 2: return []
+    cuts = [0] + [(a[1] + b[0]) // 2 for a, b in zip(grown, grown[1:])] + [im.shape[1]]
+    return list(zip(cuts, cuts[1:]))
+
+def crop_png(png:bytes, x0:int, x1:int) -> tuple[bytes, int, int]:
+    import io
+    from PIL import Image
+    im = Image.open(io.BytesIO(png))
+    part = im.crop((x0, 0, x1, im.height))
+    buf = io.BytesIO(); part.save(buf, format='PNG', optimize=True)
+    return buf.getvalue(), part.width, part.height
+
 class Renderer:
     "Renders a processed notebook's cells to markdown; figures are collected in `assets`."
     mimes = ('text/markdown', 'image/png', 'image/jpeg', 'image/svg+xml', 'text/html', 'text/plain')
@@ -176,6 +295,7 @@ class Renderer:
         self.page, self.link, self.img_base = page, link, img_base
         self.site = link.style == 'site'  # else plain GitHub markdown, for the README
         self.dir = page.uri[:-3] + '_files' if page.uri != 'index.md' else 'index_files'
+        self.prev_md, self.alt = '', 'A figure'  # the markdown before the cell; its figures' alt text
 
     def asset(self, name:str, data:bytes) -> str:
         uri = f'{self.dir}/{name}'
@@ -190,14 +310,31 @@ class Renderer:
                 data = base64.b64decode(_text(att[mime]))
                 uri = self.asset(f'cell{i}_{nm}' if '.' in nm else f'cell{i}_{nm}.{self.exts[mime]}', data)
                 src = src.replace(f'attachment:{nm}', uri)
-        return self.link(_re_link.sub(self.nb_link, src))
+        return self.link(escape_dunders(_re_link.sub(self.nb_link, src)))
 
     def nb_link(self, m) -> str:
         "A link to another notebook goes to its page; to a notebook not (yet) in nbs/, it is left as text."
         text, stem, frag = m.group(1), Path(m.group(2)).name, m.group(3) or ''
+        if text.strip('`*_ ').removesuffix('.ipynb') == stem and stem in self.link.titles:
+            text = md_escape(self.link.titles[stem])  # a chapter is named by its title, not its file
         if stem in self.link.pages: return f'[{text}]({self.link.base}{self.link.pages[stem]}{frag})'
         log.info(f'{self.page.src.name} links to {stem}.ipynb, which is not in nbs/: shown as text')
         return text
+
+    def figure(self, raw:bytes, ext:str, i:int, j:int, alt:str) -> str:
+        "A figure as a markdown image; in the site, one opening at full size, and split into panels if it has them."
+        uri = self.asset(f'cell{i}_out{j}.{ext}', raw)
+        alt = alt.replace('[', '(').replace(']', ')')
+        if not self.site: return f'![{alt}]({uri})'
+        ps = panels(raw) if ext == 'png' else []
+        if not ps: return f'[![{alt}]({uri})]({uri}){{.glightbox .nb-fig}}'
+        imgs = []
+        for k, (x0, x1) in enumerate(ps):
+            data, w, h = crop_png(raw, x0, x1)
+            p = self.asset(f'cell{i}_out{j}_panel{k}.png', data)
+            imgs.append(f'[![{alt} (panel {k+1} of {len(ps)})]({p}){{width="{w}" height="{h}"}}]({uri})'
+                        f'{{.glightbox .nb-fig}}')
+        return f'<div class="nb-panels" markdown>\n{"".join(imgs)}\n</div>'
 
     def output(self, o, i, j) -> str:
         kind = o.get('output_type')
@@ -213,13 +350,14 @@ class Renderer:
         if mime == 'text/markdown': return _text(val).strip()
         if mime in self.exts:
             raw = _text(val).encode() if mime == 'image/svg+xml' else base64.b64decode(_text(val))
-            return f'![output {j} of cell {i}]({self.asset(f"cell{i}_out{j}.{self.exts[mime]}", raw)})'
+            return self.figure(raw, self.exts[mime], i, j, self.alt)
         if mime == 'text/html':
             val = re.sub(r'(?is)<script.*?</script>', '', _text(val)).strip()
             return f'<div class="nb-html">\n{val}\n</div>' if self.site else val
         return _fence(_re_ansi.sub('', _text(val)), 'text')
 
     def code(self, cell, i) -> str:
+        self.alt = fig_alt(_text(cell.source), self.prev_md)
         src = _re_directive.sub('', _text(cell.source)).strip('\n')
         parts = []
         if src.strip() and getattr(cell, 'echo_', True):
@@ -231,34 +369,201 @@ class Renderer:
         return '\n\n'.join(parts)
 
     def __call__(self, nb) -> str:
-        cells = [self.markdown(c, i) if c.cell_type == 'markdown' else self.code(c, i) if c.cell_type == 'code'
-                 else '' for i, c in enumerate(nb.cells)]
+        cells, self.prev_md, self.alt = [], '', 'A figure'
+        for i, c in enumerate(nb.cells):
+            if c.cell_type == 'markdown':
+                cells.append(self.markdown(c, i))
+                self.prev_md = _text(c.source)
+            else: cells.append(self.code(c, i) if c.cell_type == 'code' else '')
         return '\n\n'.join(c.strip('\n') for c in cells if c.strip()) + '\n'
 
-def render(fn:Path, link:Linker, img_base:str='') -> Page:
-    "Notebook `fn` as a `Page`: markdown, title, module, figures."
+def full_module(name:str|None, lib:str='fastfound') -> str|None:
+    "`learner` -> `fastfound.learner` (a notebook's `default_exp` names the module within the package)."
+    return name if not name or '.' in name else f'{lib}.{name}'
+
+def render(fn:Path, link:Linker, img_base:str='', pos:int|None=None, lib:str='fastfound') -> Page:
+    "Notebook `fn` as a `Page`: markdown, title, module, figures. `pos`: its place in the site, for the linker."
     from execnb.nbio import read_nb
     nb = read_nb(fn)
     page = Page(fn, page_uri(fn), title_of(nb, fn.stem), default_exp(nb))
+    link.at(full_module(page.module, lib), pos)
     page.markdown = Renderer(page, link, img_base)(process(nb))
     return page
 
+_re_dunder = re.compile(r'(?<![\\\w*])__([A-Za-z]\w*?)__(?!\w)')
+_re_inline = re.compile(r'(`+)(.+?)\1|\$[^$\n]+\$')
+
+def escape_dunders(md:str) -> str:
+    "`super().__init__()` in prose, outside code and maths, would be read as bold `init`: escape the underscores."
+    def esc(t): return _re_dunder.sub(r'\\_\\_\1\\_\\_', t)
+    def line(l):
+        out, last = [], 0
+        for m in _re_inline.finditer(l): out += [esc(l[last:m.start()]), m.group(0)]; last = m.end()
+        return ''.join(out + [esc(l[last:])])
+    out, fence = [], None
+    for l in md.split('\n'):
+        f = _re_fence.match(l)
+        if fence:
+            if f and f.group(2)[0] == fence[0] and len(f.group(2)) >= len(fence): fence = None
+        elif f: fence = f.group(2)
+        else: l = line(l)
+        out.append(l)
+    return '\n'.join(out)
+
+def md_escape(text:str) -> str:
+    "Plain text (a title) as markdown that shows it as written: `super().__init__()` stays, not bold `init`."
+    return re.sub(r'([\\`*_\[\]<>])', r'\\\1', text)
+
 # --- the site ------------------------------------------------------------------------------------------------
 
-def api_page(m:Module, nb_page:Page|None) -> str:
-    intro = f'Introduced in [{nb_page.title}](../{nb_page.uri}).\n\n' if nb_page else ''
+def api_page(m:Module, nb_page:Page|None, mods:list=()) -> str:
+    intro = f'Introduced in [{md_escape(nb_page.title)}](../{nb_page.uri}).\n\n' if nb_page else ''
+    if m.adds:
+        intro += ('Adds to its class, documented there: ' +
+                  ', '.join(f'[`{n}`][{o.name}.{n}]' for n in m.adds for o in mods if n in o.names) + '.\n\n')
     return f'# `{m.name}`\n\n{intro}::: {m.name}\n'
 
 def api_index(mods:list, by_mod:dict) -> str:
     rows = ['| module | notebook | public names |', '|---|---|---|']
     for m in mods:
         p = by_mod.get(m.name)
-        nb = f'[{p.title}](../{p.uri})' if p else ''
+        nb = f'[{md_escape(p.title)}](../{p.uri})' if p else ''
         nms = ', '.join(f'[`{n}`][{m.name}.{n}]' for n in m.names if '.' not in n)
         rows.append(f'| [`{m.name}`]({m.uri[4:]}) | {nb} | {nms} |')
     body = '\n'.join(rows) if mods else 'The package has no public modules yet.'
     return ('# API reference\n\nEvery public name of every module, with its signature and docstring. '
             'Each notebook page tells the story; these pages are for looking things up.\n\n' + body + '\n')
+
+# --- maths: KaTeX, copied into the site from a registry's package, and a check that nothing is left raw ----------
+
+# Where KaTeX's built files are: Debian's libjs-katex (+ fonts-katex), or npm's `katex` package in node_modules/.
+KATEX_DIRS = ('/usr/share/javascript/katex', 'node_modules/katex/dist')
+KATEX_URI = 'assets/katex'
+
+def katex_files(root:Path=ROOT) -> dict[str, Path]:
+    "Site uri -> file, for KaTeX's script, stylesheet and fonts. Missing KaTeX is an error, naming the fix."
+    dirs = [Path(d) for d in ([os.environ['KATEX_DIR']] if os.environ.get('KATEX_DIR') else [])]
+    dirs += [d if d.is_absolute() else root/d for d in map(Path, KATEX_DIRS)]
+    for d in dirs:
+        if (d/'katex.min.js').is_file() and (d/'katex.min.css').is_file() and (d/'fonts').is_dir():
+            res = {f'{KATEX_URI}/{n}': d/n for n in ('katex.min.js', 'katex.min.css')}
+            for f in sorted((d/'fonts').resolve().glob('KaTeX_*')):
+                if f.suffix in ('.woff2', '.woff', '.ttf'): res[f'{KATEX_URI}/fonts/{f.name}'] = f
+            if any(u.endswith('.woff2') for u in res): return res
+    raise FileNotFoundError('KaTeX is not installed: `make sysdeps` (Debian: apt-get install libjs-katex fonts-katex), '
+                            f'or set KATEX_DIR; looked in {[str(d) for d in dirs]}')
+
+_re_unrendered = [re.compile(r'(?is)<(pre|code|script|style|textarea)\b.*?</\1>'),
+                  re.compile(r'(?is)<(span|div) class="arithmatex">.*?</\1>'),
+                  re.compile(r'(?s)<[^>]*>')]
+_re_raw_math = re.compile(r'\\\(|\\\)|\\\[|\\\]|\$\$|\$[^$\s][^$<]*?[\\^_{}][^$<]*?\$')
+
+def raw_maths(html_text:str) -> list[str]:
+    "Maths delimiters left in a page's HTML outside code and outside arithmatex's elements: maths nobody will render."
+    for r in _re_unrendered: html_text = r.sub(' ', html_text)
+    text = html.unescape(html_text)
+    return [text[max(0, m.start()-30):m.end()+30].replace('\n', ' ') for m in _re_raw_math.finditer(text)]
+
+# --- the callbacks and their events, read from the code at build time -----------------------------------------
+
+_WHEN = {'before': 'at the start of {a} {s}',
+         'after': 'when {a} {s} ends normally (not after a cancel or an error)',
+         'cleanup': 'whenever {a} {s} ends: normally, cancelled or by an error'}
+_STEPS = {'after_pred': 'in every batch, after the model\'s forward pass (`learn.preds`)',
+          'after_loss': 'in every batch, after the loss (`learn.loss`)',
+          'after_backward': 'in a training batch, after the backward pass (the gradients)',
+          'after_step': 'in a training batch, after the optimizer\'s step, before the gradients are zeroed'}
+
+def _live(name:str, root:Path=ROOT):
+    "Module `name` of the package, imported from this checkout (not some other install); the tables read it."
+    import importlib
+    m = importlib.import_module(name)
+    f = Path(getattr(m, '__file__', '') or '').resolve()
+    if not f.is_relative_to(root.resolve()):
+        raise ImportError(f'{name} was imported from {f}, not from {root}: run the build with PYTHONPATH={root}')
+    return m
+
+def callback_api(lib:str='fastfound', mods:list=(), root:Path=ROOT):
+    "`(Callback, EVENTS, PIECES, STAGES)` from `fastfound.events`, or from `fastfound.learner` where they used to be."
+    have = {m.name for m in mods}
+    for name in (f'{lib}.events', f'{lib}.learner'):
+        if have and name not in have: continue
+        m = _live(name, root)
+        if hasattr(m, 'Callback') and hasattr(m, 'EVENTS'):
+            return m.Callback, tuple(m.EVENTS), tuple(getattr(m, 'PIECES', ())), tuple(getattr(m, 'STAGES', ()))
+    raise ImportError(f'neither {lib}.events nor {lib}.learner defines Callback and EVENTS')
+
+def learner_writes(cls, base) -> list[str]:
+    "The Learner attributes that the code of `cls` (and of its bases up to `base`) assigns: `learn.xb = ...`."
+    import inspect, textwrap
+    res = []
+    for c in cls.__mro__:
+        if c is base or c is object or not c.__module__.startswith(base.__module__.split('.')[0]): continue
+        try: tree = ast.parse(textwrap.dedent(inspect.getsource(c)))
+        except (OSError, TypeError, SyntaxError): continue
+        aliases = {'learn'}  # `learn = self.learn`, then `learn.x = ...`
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Assign) and isinstance(n.value, ast.Attribute) and n.value.attr == 'learn':
+                aliases |= {t.id for t in n.targets if isinstance(t, ast.Name)}
+        def is_learn(v): return (isinstance(v, ast.Name) and v.id in aliases) or \
+            (isinstance(v, ast.Attribute) and v.attr == 'learn' and isinstance(v.value, ast.Name) and v.value.id == 'self')
+        for n in ast.walk(tree):
+            targets = n.targets if isinstance(n, ast.Assign) else [n.target] if isinstance(n, (ast.AugAssign, ast.AnnAssign)) else []
+            for t in targets:
+                for e in (t.elts if isinstance(t, ast.Tuple) else [t]):
+                    if isinstance(e, ast.Attribute) and is_learn(e.value) and not e.attr.startswith('_'): res.append(e.attr)
+            if isinstance(n, ast.Call) and getattr(n.func, 'id', None) == 'setattr' and len(n.args) >= 2 \
+                    and is_learn(n.args[0]) and isinstance(n.args[1], ast.Constant): res.append(str(n.args[1].value))
+    return list(dict.fromkeys(res))
+
+def callbacks_page(mods:list, lib:str='fastfound', root:Path=ROOT) -> str:
+    "The index of callbacks and the table of events, both from the code: what `Callback` subclasses the package has."
+    Callback, events, pieces, stages = callback_api(lib, mods, root)
+    exported = {n: m.name for m in mods for n in m.names if '.' not in n}
+    for m in mods:
+        try: _live(m.name, root)
+        except Exception as e: log.warning(f'callback index: {m.name} does not import ({e}); its callbacks are left out')
+    def subs(c): return [c] + [x for s in c.__subclasses__() for x in subs(s)]
+    cbs = [c for c in dict.fromkeys(subs(Callback)) if c is not Callback and exported.get(c.__name__) == c.__module__]
+    cbs.sort(key=lambda c: (getattr(c, 'order', 0), c.__name__))
+    flags = [k for k, v in vars(Callback).items() if k.startswith('run_') and isinstance(v, bool)]
+    def ref(c): return f'[`{c.__name__}`][{c.__module__}.{c.__name__}]'
+    def code(xs): return ', '.join(f'`{x}`' for x in xs) or '—'
+    rows = ['| callback | order | events | replaces | writes on the Learner | flags |', '|---|--:|---|---|---|---|']
+    uses = {e: [] for e in events}
+    for c in cbs:
+        evs = [e for e in events if callable(getattr(c, e, None))]
+        for e in evs: uses[e].append(c)
+        reps = [p for p in pieces if callable(getattr(c, p, None))]
+        writes = learner_writes(c, Callback)
+        off = [f'`{f}={getattr(c, f)}`' for f in flags if getattr(c, f) is not getattr(Callback, f)]
+        rows.append(f'| {ref(c)} | {getattr(c, "order", 0)} | {code(evs)} | {code(reps)} | {code(writes)} | '
+                    f'{", ".join(off) or "—"} |')
+    ev_rows = ['| event | when it runs | cancel with | used by |', '|---|---|---|---|']
+    cancels = {s: f'Cancel{s.capitalize()}Exception' for s in stages}
+    for e in events:
+        kind, _, stage = e.partition('_')
+        if e in _STEPS: when = _STEPS[e]
+        else: when = _WHEN.get(kind, '{a} {s}').format(a='the' if stage == 'fit' else 'each', s=stage)
+        cancel = f'`{cancels[stage]}`' if stage in cancels and kind == 'before' else ''
+        ev_rows.append(f'| `{e}` | {when} | {cancel} | {", ".join(ref(c) for c in uses[e]) or "—"} |')
+    src = f'`{Callback.__module__}`'
+    return '\n'.join([
+        '# Callbacks and events', '',
+        f'> Every callback the package exports, and every event of the training loop: both tables are generated from '
+        f'the code ({src}\'s `EVENTS`, and the `Callback` subclasses) each time the site is built.', '',
+        'A callback is a class with methods named after events; the learner calls them in the order of their `order` '
+        '(lower first). A method named after one of the loop\'s pieces (' + code(pieces) + ') replaces that piece. '
+        '"Writes on the Learner" lists the attributes its code assigns on the learner; "flags" shows its `run_*` '
+        'flags that differ from `Callback`\'s (`run_valid=False`: it sits out validation).', '',
+        '## Callbacks', '', *rows, '',
+        '## Events', '',
+        'In this order within their stage: `before_<stage>`, the stage\'s body, `after_<stage>`, then '
+        '`cleanup_<stage>`. Raising a stage\'s cancel exception skips the rest of that stage: its `after_` event does '
+        'not run, its `cleanup_` event does.', '', *ev_rows, ''])
+
+CALLBACKS_URI = 'callback_index.md'
+GUIDES = [('Study guide', 'study_guide.md'), ('Callbacks and events', CALLBACKS_URI)]  # pages in docs/ or generated
 
 README_HEAD = '<!-- This file is generated from nbs/index.ipynb by the docs build (`make docs`): edit the notebook. -->\n\n'
 
@@ -272,18 +577,28 @@ class Site:
         self.mods = modules(root/cfg.get('lib_path', cfg['lib_name']))
         fns = notebooks(self.nbs)
         self.pages_by_stem = {fn.stem: page_uri(fn) for fn in fns}
-        link = Linker(self.mods, self.pages_by_stem)
-        self.pages = [render(fn, link) for fn in fns]
-        self.by_mod = {p.module if '.' in (p.module or '') else f'{cfg["lib_name"]}.{p.module}': p
-                       for p in self.pages if p.module}
-        self.api = {m.uri: api_page(m, self.by_mod.get(m.name)) for m in self.mods}
+        lib = cfg['lib_name']
+        from execnb.nbio import read_nb
+        heads = {fn: read_nb(fn) for fn in fns}  # (read twice, to know every title and module before linking)
+        self.titles = {fn.stem: title_of(nb, fn.stem) for fn, nb in heads.items()}
+        order = {full_module(default_exp(nb), lib): i for i, nb in enumerate(heads.values()) if default_exp(nb)}
+        link = Linker(self.mods, self.pages_by_stem, order=order, titles=self.titles)
+        self.pages = [render(fn, link, pos=i, lib=lib) for i, fn in enumerate(fns)]
+        self.by_mod = {full_module(p.module, lib): p for p in self.pages if p.module}
+        self.api = {m.uri: api_page(m, self.by_mod.get(m.name), self.mods) for m in self.mods}
         self.api['api/index.md'] = api_index(self.mods, self.by_mod)
+        self.version = cfg.get('version', '')
+        self.extra = {CALLBACKS_URI: callbacks_page(self.mods, lib, root)}  # generated pages besides the notebooks
+        if (root/'CHANGELOG.md').exists(): self.extra['changelog.md'] = (root/'CHANGELOG.md').read_text(encoding='utf-8')
 
     def nav(self) -> list:
         home = [{'Home': p.uri} for p in self.pages if p.uri == 'index.md']
         chapters = [{p.title: p.uri} for p in self.pages if p.uri != 'index.md']
+        guides = [{t: u} for t, u in GUIDES if u in self.extra or (self.root/'docs'/u).exists()]
         api = [{'Overview': 'api/index.md'}] + [{m.name: m.uri} for m in self.mods]
-        return home + ([{'Notebooks': chapters}] if chapters else []) + [{'API reference': api}]
+        tail = [{'Changelog': 'changelog.md'}] if 'changelog.md' in self.extra else []
+        return (home + ([{'Notebooks': chapters}] if chapters else []) + ([{'Guides': guides}] if guides else [])
+                + [{'API reference': api}] + tail)
 
     def footer(self, p:Page) -> str:
         "A page's closing lines: its module's reference and its source notebook."
@@ -299,7 +614,7 @@ class Site:
         if not fn.exists(): return None
         pages = {k: f'nbs/{k}.ipynb' for k in self.pages_by_stem}
         if site_url: pages |= {m.name: f'{site_url.rstrip("/")}/{m.uri[:-3]}/' for m in self.mods}  # the published reference
-        link = Linker(self.mods, pages, style='readme')
+        link = Linker(self.mods, pages, style='readme', titles=self.titles)
         return README_HEAD + render(fn, link, img_base=site_url).markdown
 
 def _write_if_changed(fn:Path, text:str):
@@ -322,10 +637,28 @@ def on_files(files, config):
         if files.get_file_from_path(p.uri): raise ValueError(f'docs/{p.uri} exists: it would hide {p.src.name}')
         files.append(File.generated(config, p.uri, content=p.markdown + _site.footer(p)))
         for uri, data in p.assets.items(): files.append(File.generated(config, uri, content=data))
-    for uri, md in _site.api.items(): files.append(File.generated(config, uri, content=md))
+    for uri, md in (_site.api | _site.extra).items():
+        if files.get_file_from_path(uri): raise ValueError(f'docs/{uri} exists: it would hide a generated page')
+        files.append(File.generated(config, uri, content=md))
+    for uri, fn in katex_files(_site.root).items(): files.append(File.generated(config, uri, abs_src_path=str(fn)))
     if _site.nbs.resolve() == (_site.root/'nbs').resolve() and (readme := _site.readme(config.site_url or '')):
         _write_if_changed(_site.root/'README.md', readme)  # only from the project's own notebooks
     return files
+
+_re_topic = re.compile(r'(<div class="md-header__topic">\s*<span class="md-ellipsis">\s*)([^<]*?)(\s*</span>)')
+
+def with_version(output:str, version:str) -> str:
+    "The site's name in the header, followed by the version from settings.ini."
+    if not version: return output
+    badge = f'<span class="ff-version" title="fastfound version">v{html.escape(version)}</span>'
+    return _re_topic.sub(lambda m: m.group(1) + m.group(2) + ' ' + badge + m.group(3), output, count=1)
+
+def on_post_page(output, page, config):
+    "The version goes into the header; a page whose HTML still holds raw maths outside code fails the build."
+    if bad := raw_maths(output):
+        from mkdocs.exceptions import PluginError
+        raise PluginError(f'{page.file.src_uri}: maths that will show raw (fix the markdown): {bad[:3]}')
+    return with_version(output, _site.version if _site else '')
 
 def on_serve(server, config, builder):
     server.watch(str(_site.nbs))

@@ -1,8 +1,9 @@
 """The docs site in a real browser: Debian's headless Chromium, driven by Playwright, loads every page.
 
 The site is the one `make docs` just built (`DOCS_SITE=site`, as `make test` runs it) or, run alone, one this test
-builds strictly into a temporary folder. It is served on 127.0.0.1 only. Screenshots of the home page and of the
-Learner page land in `build/screenshots/` for people to look at.
+builds strictly into a temporary folder. It is served on 127.0.0.1 only. Screenshots of the home page, the Learner
+page, the backprop maths, the Learner reference entry and a phone-width page land in `build/screenshots/` for
+people to look at.
 """
 import functools, importlib.util, json, os, re, shutil, subprocess, sys, tempfile, threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -226,3 +227,203 @@ def test_screenshots(browser, server, pages):
         pg.screenshot(path=str(out))
         assert out.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and out.stat().st_size > 10_000, f'{out} is no screenshot'
     pg.close()
+
+# --- maths, layout, figures, the reference, the reader's path ------------------------------------------------
+
+_LEFT_RAW = """() => {
+  const a = document.querySelector('article').cloneNode(true);
+  a.querySelectorAll('pre, code, .katex, script, style').forEach(e => e.remove());
+  return {katex: document.querySelectorAll('article .katex').length,
+          errors: [...document.querySelectorAll('article .katex-error')].map(e => e.textContent),
+          text: a.textContent};
+}"""
+
+def _page(browser, width:int, height:int=900):
+    "A new tab at a given window size (the persistent context takes the size per page, not at creation)."
+    pg = browser.new_page()
+    pg.set_viewport_size({'width': width, 'height': height})
+    return pg
+
+def _chapter(server, stem_re):
+    fns = [fn for fn in NBS if re.search(stem_re, fn.stem)]
+    assert fns, f'no notebook matches {stem_re!r}'
+    return _url(server, fns[0])
+
+@pytest.mark.parametrize('stem', ['backprop', 'init', 'training'])
+def test_maths_is_rendered(browser, server, pages, stem):
+    "KaTeX (served by the site itself) typesets every expression; no raw `\\(`, `\\[` or `$$` is left outside code."
+    pg = browser.new_page()
+    pg.goto(_chapter(server, stem), wait_until='networkidle')
+    r = pg.evaluate(_LEFT_RAW)
+    pg.close()
+    assert r['katex'] > 0, f'{stem}: no KaTeX element on the page: the maths did not render'
+    assert not r['errors'], f'{stem}: KaTeX could not parse {r["errors"][:3]}'
+    raw = re.findall(r'.{0,30}(?:\\\(|\\\[|\$\$).{0,30}', r['text'])
+    assert not raw, f'{stem}: raw maths delimiters outside code: {raw[:3]}'
+
+_OVERFLOW = """() => [...document.querySelectorAll('article pre')].flatMap(p => {
+  const c = p.querySelector('code') || p;
+  const over = Math.max(p.scrollWidth - p.clientWidth, c.scrollWidth - c.clientWidth);
+  if (over <= 1) return [];
+  const longest = Math.max(...p.innerText.split('\\n').map(l => l.length));
+  return [{over, longest, first: p.innerText.split('\\n').find(l => l.length === longest)}];
+})"""
+
+_CAPACITY = """() => {
+  const c = document.querySelector('article pre > code');
+  if (!c) return null;
+  const s = document.createElement('span'); s.textContent = 'm'.repeat(100); c.appendChild(s);
+  const cs = getComputedStyle(c);
+  const room = c.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight);
+  const w = s.getBoundingClientRect().width; s.remove();
+  return {w, room};
+}"""
+
+def test_code_fits_at_1400px(browser, server, pages):
+    "At 1400 px, a 100-character line fits a code block, and no code block or output on any page scrolls sideways."
+    pg = _page(browser, 1400)
+    over, cap = {}, None
+    for url in pages:
+        pg.goto(url, wait_until='load')
+        if cap is None and (c := pg.evaluate(_CAPACITY)): cap = c
+        if o := pg.evaluate(_OVERFLOW): over[url] = o
+    pg.close()
+    assert cap and cap['w'] <= cap['room'], f'100 monospace characters take {cap and cap["w"]} px of {cap and cap["room"]}'
+    report = [f'{u}: {len(o)} block(s), longest line {max(b["longest"] for b in o)} chars: {o[0]["first"][:60]!r}'
+              for u, o in over.items()]
+    assert not over, 'code that scrolls sideways at 1400 px (lines over 100 characters?):\n' + '\n'.join(report)
+
+def test_outputs_wrap(browser, server, pages):
+    pg = browser.new_page()
+    pg.goto(_chapter(server, 'learner'), wait_until='load')
+    ws = pg.evaluate("[...document.querySelectorAll('.nb-output pre > code')].map(c => getComputedStyle(c).whiteSpace)")
+    pg.close()
+    assert ws and set(ws) == {'pre-wrap'}, f'outputs do not wrap: {set(ws)}'
+
+_FIGS = """() => [...document.querySelectorAll('article img')].filter(i => /_files\\//.test(i.src)).map(i => ({
+  src: i.src, alt: i.alt, w: i.getBoundingClientRect().width, nat: i.naturalWidth,
+  top: i.getBoundingClientRect().top + window.scrollY, panel: !!i.closest('.nb-panels')}))"""
+
+def test_figures_on_a_phone(browser, server, pages):
+    "At 390 px no figure is scaled below half its width, and a multi-panel figure's panels stack."
+    pg = _page(browser, 390, 844)
+    small, stacked, seen = [], False, 0
+    for fn in NBS:
+        url = _url(server, fn)
+        if '"image/png"' not in fn.read_text(encoding='utf-8'): continue
+        pg.goto(url, wait_until='load')
+        figs = pg.evaluate(_FIGS)
+        seen += len(figs)
+        small += [f'{url}: {f["src"].rsplit("/", 1)[-1]} at {f["w"]:.0f} of {f["nat"]} px' for f in figs
+                  if f['w'] < f['nat'] / 2]
+        tops = [f['top'] for f in figs if f['panel']]
+        stacked |= len(set(round(t) for t in tops)) > 1
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    pg.goto(_chapter(server, 'hooks'), wait_until='load')
+    pg.locator('.nb-panels').first.scroll_into_view_if_needed()
+    pg.screenshot(path=str(SHOTS/'phone.png'))
+    pg.close()
+    assert seen, 'no figure found on the chapters that save figures'
+    assert not small, 'figures scaled below half their width at 390 px:\n' + '\n'.join(small)
+    assert stacked, 'no multi-panel figure stacks its panels at 390 px'
+
+def test_figures_say_what_they_show_and_open_full_size(browser, server, pages):
+    alts = [(u, i['src']) for u, p in pages.items() for i in p['imgs'] if '_files/' in i['src']]
+    assert alts
+    pg = browser.new_page()
+    bad = []
+    for url in {u for u, _ in alts}:
+        pg.goto(url, wait_until='load')
+        bad += [f'{url}: {a!r}' for a in pg.evaluate("[...document.querySelectorAll('article img')].map(i => i.alt)")
+                if not a or re.fullmatch(r'output \d+ of cell \d+', a)]
+    assert not bad, 'figures whose alt text does not say what they show:\n' + '\n'.join(bad[:5])
+    pg.goto(_chapter(server, 'hooks'), wait_until='networkidle')
+    link = pg.locator('article a.glightbox').first
+    href = link.get_attribute('href')
+    link.click()
+    pg.wait_for_selector('.glightbox-container .gslide-image img', timeout=10_000)
+    src = pg.eval_on_selector('.glightbox-container .gslide-image img', 'i => i.getAttribute("src")')
+    pg.close()
+    assert src.rsplit('/', 1)[-1] == href.rsplit('/', 1)[-1], f'the lightbox shows {src}, not the figure {href}'
+
+def test_reference_pages_show_their_own_names(pages, server):
+    "A module's page documents its own `__all__` only: nothing re-exported by `from .x import *`."
+    for m in hooks.modules(ROOT/'fastfound'):
+        ids = [i for i in pages[server + m.uri[:-3] + '/']['ids'] if i.startswith(m.name + '.')]
+        own = {n.split('.')[0] for n in m.names}
+        stray = sorted({i[len(m.name) + 1:].split('.')[0] for i in ids} - own)
+        assert not stray, f'{m.name}: its page documents names it does not define: {stray}'
+
+def test_learner_entry(browser, server, pages):
+    "Learner's constructor parameters are a list with their docments; its methods, wherever defined, are under it."
+    mods = hooks.modules(ROOT/'fastfound')
+    owner = next(m for m in mods if 'Learner' in m.names)
+    url = server + owner.uri[:-3] + '/'
+    ids = pages[url]['ids']
+    methods = [n for m in mods for n in m.adds if n.startswith('Learner.')]
+    assert methods, 'no module patches a method onto Learner: the check below would prove nothing'
+    missing = [n for n in methods if f'{owner.name}.{n}' not in ids]
+    assert not missing, f'Learner methods from other modules are not under Learner: {missing}'
+    pg = _page(browser, 1400, 1000)
+    pg.goto(url, wait_until='networkidle')
+    entry = pg.locator(f'[id="{owner.name}.Learner"]').locator('xpath=..')
+    params = entry.locator('.doc-section-parameters, .doc-contents > ul, .doc-contents table').first.inner_text()
+    body = entry.inner_text()
+    pg.locator(f'[id="{owner.name}.Learner"]').scroll_into_view_if_needed()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(SHOTS/'learner-api.png'))
+    pg.close()
+    assert 'model' in params and 'dls' in params, f'Learner has no parameter list: {params[:200]!r}'
+    assert 'Args:' not in body, 'Learner\'s docments show as a run-on "Args:" paragraph'
+    events = pages[url]['text']
+    assert "'before_fit'" in events or '"before_fit"' in events, 'EVENTS does not show its value'
+    assert not any('<strong>init</strong>' in p['html'] for p in pages.values()), '`__init__` renders as bold "init"'
+
+def test_prose_links_methods_and_chapters(pages, server):
+    "`fit_one_cycle` in prose links to `Learner.fit_one_cycle`; links to chapters read as titles, not file names."
+    hrefs = [h for p in pages.values() for h in p['links']]
+    assert any(h.endswith('#fastfound.learner.Learner.fit_one_cycle') or h.endswith('.Learner.fit_one_cycle')
+               for h in hrefs), 'no page links `fit_one_cycle` to its entry under Learner'
+    bad = []
+    for url, p in pages.items():
+        texts = re.findall(r'<a [^>]*href="[^"]*"[^>]*>(.*?)</a>', p['html'])
+        bad += [f'{url}: {t}' for t in texts if re.fullmatch(r'(<code>)?\d+[a-z]?_\w+(\.ipynb)?(</code>)?', t)]
+    assert not bad, 'links to chapters named by their file:\n' + '\n'.join(bad[:5])
+
+def test_project_pages(pages, server):
+    version = hooks.settings()['version']
+    assert f'v{version}' in pages[server]['text'], f'the header does not show version {version}'
+    assert server + 'changelog/' in pages and version in pages[server + 'changelog/']['text']
+    guide = pages.get(server + 'study_guide/')
+    assert guide, 'no study guide page'
+    items = re.findall(r'(?s)<li>(.*?)</li>', guide['html'].split('<article', 1)[-1])
+    questions = [i for i in items if '<strong>' in i]
+    assert len(questions) == 40, f'the study guide has {len(questions)} questions; the questionnaire has 40'
+    unlinked = [re.sub('<[^>]+>', '', q)[:60] for q in questions if not re.search(r'href="[^"]*#', q)]
+    assert not unlinked, f'questions with no link to a section: {unlinked}'
+
+def test_callback_index_matches_the_code(pages, server):
+    "Every exported Callback subclass is in the index with its order; every event is in the event table."
+    import importlib
+    mods = hooks.modules(ROOT/'fastfound')
+    Callback, events, _, _ = hooks.callback_api('fastfound', mods, ROOT)
+    for m in mods: importlib.import_module(m.name)
+    exported = {n: m.name for m in mods for n in m.names if '.' not in n}
+    def subs(c): return [c] + [x for s in c.__subclasses__() for x in subs(s)]
+    cbs = {c for c in subs(Callback) if c is not Callback and exported.get(c.__name__) == c.__module__}
+    assert cbs, 'no exported Callback subclass found'
+    page = pages[server + hooks.CALLBACKS_URI[:-3] + '/']
+    for c in cbs:
+        row = next((l for l in page['text'].splitlines() if l.split('\t')[0].strip() == c.__name__), None)
+        assert row, f'{c.__name__} is not in the callback index'
+        assert str(getattr(c, 'order', 0)) in row, f'{c.__name__}: order {c.order} not in {row!r}'
+    for e in events: assert e in page['text'], f'event {e} is not in the event table'
+
+def test_maths_screenshot(browser, server, pages):
+    pg = _page(browser, 1400)
+    pg.goto(_chapter(server, 'backprop'), wait_until='networkidle')
+    pg.locator('article .katex').nth(3).scroll_into_view_if_needed()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(SHOTS/'backprop-maths.png'))
+    pg.close()
+    assert (SHOTS/'backprop-maths.png').stat().st_size > 10_000

@@ -130,7 +130,10 @@ def test_site_nav_api_and_readme(tmp_path):
     nav = site.nav()
     assert nav[0] == {'Home': 'index.md'}
     assert nav[1] == {'Notebooks': [{'Squares: a fixture': 'early.md'}, {'Squares: a fixture': 'late.md'}]}
-    assert nav[2]['API reference'][0] == {'Overview': 'api/index.md'}
+    sections = {k: v for d in nav for k, v in d.items()}
+    assert sections['API reference'][0] == {'Overview': 'api/index.md'}
+    assert {'Callbacks and events': hooks.CALLBACKS_URI} in sections['Guides'] and sections['Changelog'] == 'changelog.md'
+    assert '| `before_fit` |' in site.extra[hooks.CALLBACKS_URI]
     assert {m.uri for m in site.mods} | {'api/index.md'} == set(site.api)
     readme = site.readme('https://example.invalid/site/')
     assert readme.startswith(hooks.README_HEAD) and 'docs-test: hidden-cell marker' not in readme
@@ -152,3 +155,88 @@ def test_a_failing_notebook_names_notebook_and_cell(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT/'tools'/'run_nbs.py'), '--one', str(fn)], capture_output=True, text=True)
     assert r.returncode != 0
     assert '07_bad.ipynb' in r.stderr and 'Cell #3' in r.stderr and 'ZeroDivisionError' in r.stderr
+
+# --- maths, figures, @patch, constants, links (docs/hooks.py and docs/griffe_docments.py) ----------------------
+
+def test_raw_maths_outside_code_is_found():
+    ok = '<p>a <span class="arithmatex">\\(x^2\\)</span> <code>\\(y</code></p><pre>$$z$$</pre><p>costs $5 and $6</p>'
+    assert hooks.raw_maths(ok) == []
+    for bad in ['<p>left \\(x\\) raw</p>', '<p>a \\[x\\] block</p>', '<p>$$x$$</p>', '<p>then $x^2$ here</p>']:
+        assert hooks.raw_maths(bad), bad
+
+def test_katex_is_found_or_named():
+    files = hooks.katex_files()
+    assert {'assets/katex/katex.min.js', 'assets/katex/katex.min.css'} <= set(files)
+    assert any(u.endswith('.woff2') for u in files) and all(f.is_file() for f in files.values())
+
+def test_dunders_escaped_outside_code_and_maths():
+    md = 'call super().__init__() here, `__call__` stays, $a__b__$ too\n```\n__init__\n```'
+    out = hooks.escape_dunders(md)
+    assert 'super().\\_\\_init\\_\\_()' in out and '`__call__`' in out and '$a__b__$' in out
+    assert out.endswith('```\n__init__\n```')
+    assert gd.escape_dunders('see super().__init__() and `__init__`') == 'see super().\\_\\_init\\_\\_() and `__init__`'
+
+def _png(widths, h=40, gap=30):
+    "A white image with black blocks of the given widths, `gap` white columns apart: a fake multi-panel figure."
+    import io
+    from PIL import Image, ImageDraw
+    im = Image.new('RGB', (sum(widths) + gap * (len(widths) + 1), h), 'white')
+    d, x = ImageDraw.Draw(im), gap
+    for w in widths: d.rectangle([x, 5, x + w - 1, h - 5], fill='black'); x += w + gap
+    buf = io.BytesIO(); im.save(buf, format='PNG'); return buf.getvalue()
+
+def test_panels_split_subplots_only():
+    ps = hooks.panels(_png([200, 210]))
+    assert len(ps) == 2 and ps[0][0] == 0 and ps[0][1] == ps[1][0] and ps[1][1] == 200 + 210 + 90
+    assert hooks.panels(_png([300])) == []
+    assert len(hooks.panels(_png([20, 200, 20, 200]))) == 2  # narrow pieces (axis labels) join the panel on their right
+
+def test_alt_text_rules():
+    assert hooks.fig_alt('#| fig-alt: Loss per batch\nplt.plot(x)', 'Prose.') == 'Loss per batch'
+    assert hooks.fig_alt('# alt: Two curves\nplt.plot(x)') == 'Two curves'
+    assert hooks.fig_alt("ax.set_title('means'); ax.set_xlabel('batch')") == 'means (x: batch)'
+    assert hooks.fig_alt('plt.plot(x)', '## Head\n\nThe loss falls. Then it rises.') == 'The loss falls.'
+    assert hooks.fig_alt('plt.plot(x)') == 'A figure'
+
+def test_patched_methods_belong_to_their_class(tmp_path):
+    (tmp_path/'pkg').mkdir()
+    (tmp_path/'pkg'/'a.py').write_text('__all__ = ["K"]\nclass K:\n    def fit(self): pass\n')
+    (tmp_path/'pkg'/'b.py').write_text('from fastcore.basics import patch\nfrom .a import *\n__all__ = ["g", "one"]\n'
+        'def g(): pass\n@patch\ndef one(self:K): pass\n@patch\ndef _hid(self:K): pass\n')
+    a, b = hooks.modules(tmp_path/'pkg')
+    assert a.names == ['K', 'K.fit', 'K.one'] and b.names == ['g'] and b.adds == ['K.one']
+    link = hooks.Linker([a, b], {}, order={'pkg.a': 1, 'pkg.b': 2})
+    assert link.at('pkg.b', 2)('`one` and `K.one`') == '[`one`][pkg.a.K.one] and [`K.one`][pkg.a.K.one]'
+    assert link.at('pkg.a', 1)('`one`') == '[`one`][pkg.a.K.one]'       # a bare method name, from its class's page on
+    assert link.at(None, 0)('`fit` and `g`') == '`fit` and [`g`][pkg.b.g]'  # before the class's chapter: plain code
+
+def test_chapter_links_read_as_titles():
+    link = hooks.Linker([], {'04_init': 'init.md'}, titles={'04_init': 'Initialization'})
+    pg = hooks.Page(FIX/'x.ipynb', 'x.md', 'x', None)
+    from execnb.nbio import mk_cell
+    md = hooks.Renderer(pg, link).markdown(mk_cell('See `04_init`, [04_init](04_init.ipynb) and [the notebook](04_init.ipynb).', 'markdown'), 0)
+    assert md == 'See [Initialization](init.md), [Initialization](init.md) and [the notebook](init.md).'
+
+def test_griffe_moves_patched_methods_and_shows_values(tmp_path):
+    import griffe
+    (tmp_path/'pkg').mkdir()
+    (tmp_path/'pkg'/'__init__.py').write_text('')
+    (tmp_path/'pkg'/'a.py').write_text('__all__ = ["K", "E"]\nS = ("x", "y")\nE = tuple(f"before_{s}" for s in S)\n'
+        'class K:\n    "A class."\n    def __init__(self, n:int, # how many\n                 ): pass\n')
+    (tmp_path/'pkg'/'b.py').write_text('from fastcore.basics import patch\nfrom .a import *\n__all__ = ["g"]\n'
+        'def g(): pass\n@patch\ndef one(self:K, x:int, # the input\n        ):\n    "Add one."\n')
+    import sys
+    sys.path.insert(0, str(tmp_path))
+    try:
+        loader = griffe.GriffeLoader(search_paths=[str(tmp_path)], extensions=griffe.load_extensions(gd.Docments))
+        pkg = loader.load('pkg')
+    finally: sys.path.remove(str(tmp_path))
+    K = pkg['a'].members['K']
+    assert 'one' in K.members and 'one' not in pkg['b'].members
+    one = K.members['one']
+    assert one.path == 'pkg.a.K.one' and one.relative_filepath.name == 'b.py' and one.source.startswith('@patch')
+    assert one.docstring.value.startswith('Added to [`K`][pkg.a.K] by `pkg.b`.')  # linked to the class
+    assert [s.kind.value for s in one.docstring.parsed] == ['text', 'parameters']
+    assert [s.kind.value for s in K.members['__init__'].docstring.parsed] == ['parameters']
+    assert str(pkg['a'].members['E'].value) == "('before_x', 'before_y')"
+    assert gd.short_value('(1, 2)', (1, 2)) is None and gd.short_value('f()', object()) is None
