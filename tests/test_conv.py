@@ -175,7 +175,7 @@ def test_cnn_follows_torch_nn_step_for_step(sample, dtype, n_steps, tol):
 def test_cnn_trains_on_the_sample_through_the_learner(sample):
     "Three epochs through the Learner with the step's pieces replaced: the weights of a plain loop."
     from fastfound.learner import Learner, Callback
-    from fastfound.callbacks import accuracy
+    from fastfound.learner import accuracy
     from fastfound.data import DataLoaders
 
     class HandStep(Callback):
