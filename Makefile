@@ -41,7 +41,7 @@ demo: $(VENV)/.installed
 
 # The strict docs build runs once, before pytest; the browser test in tests/ then checks that very site.
 test: export DOCS_SITE := $(CURDIR)/site
-test: $(VENV)/.installed-dev sysdeps lint check-export nbtest docs pytest
+test: $(VENV)/.installed-dev sysdeps check-export nbtest docs pytest
 
 # --- pieces -------------------------------------------------------------------------------------
 export: $(VENV)/.installed-dev

@@ -103,15 +103,3 @@ def test_all_gives_the_library():
             '"cnn", "mlp", "load_learner", "accuracy", "set_seed", "MixedPrecision", "ActivationStats"]))')
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120, check=True)
     assert r.stdout.strip() == 'True'
-
-
-def test_library_lines_fit():
-    "Library lines are at most 100 characters, except what nbdev writes itself (docstring, `__all__`)."
-    long = []
-    for m in MODULES:
-        lines, in_all = (PKG/f'{m}.py').read_text().splitlines(), False
-        for i, line in enumerate(lines, 1):
-            in_all = line.startswith('__all__') or (in_all and not line.startswith('#') and line != '')
-            if i == 1 or in_all: continue
-            if len(line) > 100: long.append(f'{m}.py:{i}: {len(line)}')
-    assert not long, long
