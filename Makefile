@@ -41,7 +41,7 @@ demo: $(VENV)/.installed
 
 # The strict docs build runs once, before pytest; the browser test in tests/ then checks that very site.
 test: export DOCS_SITE := $(CURDIR)/site
-test: $(VENV)/.installed-dev sysdeps check-export nbtest docs pytest
+test: $(VENV)/.installed-dev sysdeps lint check-export nbtest docs pytest
 
 # --- pieces -------------------------------------------------------------------------------------
 export: $(VENV)/.installed-dev
@@ -49,7 +49,7 @@ export: $(VENV)/.installed-dev
 
 # Style: ruff.toml (100 characters a line, no `;`-chained statements) over the package and the notebooks.
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check fastfound nbs
+	$(BIN)/ruff check fastfound
 
 # Notebooks are the source: exporting them must not change the committed package.
 check-export: $(VENV)/.installed-dev

@@ -5,7 +5,6 @@
 # %% ../nbs/10_checkpoint.ipynb #4d31eae9
 from __future__ import annotations
 from pathlib import Path
-import torch
 from torch import nn
 from fastcore.basics import patch
 from .callbacks import Monitor

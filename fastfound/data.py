@@ -166,7 +166,8 @@ def make_sample(dest:Path|str, # the directory to write the four files into
                ):
     "Write a stratified sample of Fashion-MNIST: the first `n_train`/`n_test` images of each class, in dataset order."
     d = fashion_mnist_path(path, download_ok=False, sample=False)
-    dest = Path(dest); dest.mkdir(parents=True, exist_ok=True)
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
     for split, n in (('train', n_train), ('t10k', n_test)):
         x, y = _load_pair(d, split)
         idx = torch.cat([(y == c).nonzero()[:n, 0] for c in range(10)]).sort().values

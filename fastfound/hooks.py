@@ -5,7 +5,6 @@
 # %% ../nbs/09_hooks.ipynb #d9108c17
 from __future__ import annotations
 from functools import partial
-import math
 import numpy as np, torch
 from torch import nn
 import matplotlib.pyplot as plt
@@ -26,7 +25,9 @@ class Hook:
         self.handle = m.register_forward_hook(partial(f, self))
     def remove(self):
         "Unregister the hook; calling it twice is harmless."
-        if self.handle is not None: self.handle.remove(); self.handle = None
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
     def __enter__(self): return self
     def __exit__(self, *exc): self.remove()
     def __del__(self): self.remove()
@@ -48,7 +49,7 @@ class Hooks(list):
 
 def n_hooks(model:nn.Module)->int:
     "How many forward hooks are registered anywhere in `model`."
-    return sum(len(m._forward_hooks) for m in model.modules())
+    return sum(len(m._forward_hooks) for m in model.modules())  # noqa: SLF001 (torch offers no public name for it)
 
 # %% ../nbs/09_hooks.ipynb #2d05f1d3
 def _shape(o):
@@ -155,8 +156,10 @@ class ActivationStats(HooksCallback):
         s,names = self.stats().numpy(),self._names()
         fig,axs = plt.subplots(1, 2, figsize=figsize)
         for i,n in enumerate(names):
-            axs[0].plot(s[i, :, 0], label=n); axs[1].plot(s[i, :, 1], label=n)
-        axs[0].set_title('means'); axs[1].set_title('standard deviations')
+            axs[0].plot(s[i, :, 0], label=n)
+            axs[1].plot(s[i, :, 1], label=n)
+        axs[0].set_title('means')
+        axs[1].set_title('standard deviations')
         for ax in axs: ax.set_xlabel('batch')
         axs[1].legend(fontsize=8)
         fig.tight_layout()
@@ -168,7 +171,8 @@ class ActivationStats(HooksCallback):
         fig,axs = plt.subplots(1, len(names), figsize=figsize or (2.6*len(names), 2.4), squeeze=False)
         for ax,hl,n in zip(axs[0], h, names):
             ax.imshow(np.log1p(hl.T), origin='lower', aspect='auto', extent=(0, hl.shape[0], 0, self.hist_max))
-            ax.set_title(n, fontsize=9); ax.set_xlabel('batch')
+            ax.set_title(n, fontsize=9)
+            ax.set_xlabel('batch')
         axs[0, 0].set_ylabel('|activation|')
         fig.tight_layout()
         return axs[0]
@@ -178,7 +182,9 @@ class ActivationStats(HooksCallback):
         s,names = self.stats().numpy(),self._names()
         fig,ax = plt.subplots(figsize=figsize)
         for i,n in enumerate(names): ax.plot(s[i, :, 2], label=n)
-        ax.set_ylim(0, 1); ax.set_xlabel('batch'); ax.set_title(f'fraction of |outputs| < {self.eps:g}')
+        ax.set_ylim(0, 1)
+        ax.set_xlabel('batch')
+        ax.set_title(f'fraction of |outputs| < {self.eps:g}')
         ax.legend(fontsize=8)
         return ax
 

@@ -8,7 +8,7 @@ import math
 from bisect import bisect_right
 from collections import namedtuple
 from copy import deepcopy
-import numpy as np, torch
+import numpy as np
 from fastcore.basics import listify, patch
 from .events import Callback, CancelFitException, CancelValidateException, run_all
 from .learner import Learner
@@ -89,7 +89,9 @@ def plot_sched(scheds:dict, # name -> schedule
     fig,axs = plt.subplots(1, len(scheds), figsize=(3.2*len(scheds), 2.4), squeeze=False)
     pos = np.linspace(0, 1, n)
     for ax,(k,f) in zip(axs[0], scheds.items()):
-        ax.plot(pos, [f(p) for p in pos]); ax.set_title(k); ax.set_xlabel('pos')
+        ax.plot(pos, [f(p) for p in pos])
+        ax.set_title(k)
+        ax.set_xlabel('pos')
     fig.tight_layout()
     return axs[0]
 
@@ -147,7 +149,9 @@ class ParamScheduler(Callback):
     def state_dict(self): return {'i': self.i, 'n': self.n}
     def load_state_dict(self, sd:dict):
         "Continue from position `sd['i']`. Outside a fit, the position is kept for the next fit to start from."
-        if not self._fitting: self._pending = dict(sd); return
+        if not self._fitting:
+            self._pending = dict(sd)
+            return
         if sd['n'] != self.n:
             raise ValueError(f"this schedule was saved for {sd['n']} steps but this fit has {self.n}; resume with the same n_epochs and data")
         self.i = sd['i']
@@ -193,7 +197,8 @@ class LRFinder(Callback):
 
     def after_batch(self):
         loss = self.learn.loss.item()   # the sweep needs each value to decide when to stop
-        self.lrs.append(self.tab[len(self.lrs)]); self.raw.append(loss)
+        self.lrs.append(self.tab[len(self.lrs)])
+        self.raw.append(loss)
         self.avg = self.beta*self.avg + (1-self.beta)*loss
         smooth = self.avg / (1 - self.beta**len(self.lrs))
         self.losses.append(smooth)
@@ -208,8 +213,10 @@ class LRFinder(Callback):
         n = max(len(self.lrs)-skip_end, 1)
         import matplotlib.pyplot as plt
         fig,ax = plt.subplots(figsize=(5, 3))
-        ax.plot(self.lrs[:n], self.losses[:n]); ax.set_xscale('log')
-        ax.set_xlabel('learning rate'); ax.set_ylabel('smoothed loss')
+        ax.plot(self.lrs[:n], self.losses[:n])
+        ax.set_xscale('log')
+        ax.set_xlabel('learning rate')
+        ax.set_ylabel('smoothed loss')
         if suggestion is not None:
             for (name,lr),c in zip(suggestion._asdict().items(), ('C1', 'C2')):
                 ax.axvline(lr, color=c, ls='--', label=f'{name}: {lr:.2g}')

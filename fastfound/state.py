@@ -8,7 +8,6 @@ import random, warnings
 import numpy as np
 import torch
 from torch import nn
-from fastcore.basics import camel2snake
 from .files import CheckpointError, short_list
 
 # %% auto #0

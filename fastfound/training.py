@@ -15,7 +15,9 @@ __all__ = ['NonFiniteError', 'NaNGuard', 'GradClip', 'GradAccum', 'MixedPrecisio
 # %% ../nbs/11b_training.ipynb #0ab9a332
 class NonFiniteError(FloatingPointError):
     "A loss or gradient became `inf` or `nan`; `epoch` and `iter` say where."
-    def __init__(self, msg:str, epoch:int, iter:int): super().__init__(msg); self.epoch, self.iter = epoch, iter
+    def __init__(self, msg:str, epoch:int, iter:int):
+        super().__init__(msg)
+        self.epoch, self.iter = epoch, iter
 
 def _grads(params:list)->list: return [p.grad for p in params if p.grad is not None]
 
@@ -35,7 +37,8 @@ class NaNGuard(Callback):
     def after_backward(self):
         loss = self.learn.loss.detach()
         gs = _grads(self._params)
-        x = torch.stack([n.float() for n in torch._foreach_norm(gs)] + [loss.float()]).sum() if gs else loss
+        norms = torch._foreach_norm(gs) if gs else []  # noqa: SLF001 (torch offers no public name for it)
+        x = torch.stack([n.float() for n in norms] + [loss.float()]).sum() if gs else loss
         if not torch.isfinite(x): self._stop(loss)  # the one synchronisation per batch
 
     def _stop(self, loss:Tensor):
@@ -120,7 +123,9 @@ class GradAccum(Callback):
 
     def after_train(self):
         if self.count: self._flush()
-    def cleanup_train(self): self._reset(); self.opt.zero_grad()
+    def cleanup_train(self):
+        self._reset()
+        self.opt.zero_grad()
 
 # %% ../nbs/11b_training.ipynb #67386516
 class _Probe:
@@ -155,8 +160,12 @@ class MixedPrecision(_OptHooks):
         self._probe = _Probe(opt)
         return [opt.register_step_pre_hook(self._unscale), opt.register_step_post_hook(self._update)]
 
-    def before_batch(self): self.autocast.__enter__(); self._on = True
-    def _leave(self): self.autocast.__exit__(None, None, None); self._on = False
+    def before_batch(self):
+        self.autocast.__enter__()
+        self._on = True
+    def _leave(self):
+        self.autocast.__exit__(None, None, None)
+        self._on = False
     def after_loss(self): self._leave()
     def cleanup_batch(self):
         if self._on: self._leave()  # an error or a cancel before after_loss
@@ -168,8 +177,11 @@ class MixedPrecision(_OptHooks):
         self.scaler.step(self._probe)  # unscale, look for inf/nan, call the probe only if there is none
         if not self._probe.ok:
             for p in _opt_params(opt): p.grad = None  # the optimizer skips parameters without gradients
-            self.skipped += 1; self._skipped += 1
-    def _update(self, opt, args, kwargs): self.scaler.update(); self.steps += 1
+            self.skipped += 1
+            self._skipped += 1
+    def _update(self, opt, args, kwargs):
+        self.scaler.update()
+        self.steps += 1
 
     def before_epoch(self): self._skipped = 0
     def after_epoch(self):
@@ -193,7 +205,9 @@ class CompileCB(Callback):
     def _compiled(self):
         m = self.learn.model
         if self._model is not m: self.fn, self._model, self._eval_bs = torch.compile(m, **self.kwargs), m, 0
-    def before_train(self): self._compiled(); self._train_bs = None
+    def before_train(self):
+        self._compiled()
+        self._train_bs = None
     def before_validate(self): self._compiled()
 
     def before_batch(self):
@@ -202,7 +216,9 @@ class CompileCB(Callback):
         n = len(xb)
         if self.learn.training:
             if self._train_bs is None: self._train_bs = n
-            elif n != self._train_bs: self.dropped += 1; raise CancelBatchException()
+            elif n != self._train_bs:
+                self.dropped += 1
+                raise CancelBatchException()
         elif n < self._eval_bs:
             self._n = n
             self.learn.xb = torch.cat([xb, xb.new_zeros((self._eval_bs - n, *xb.shape[1:]))])
