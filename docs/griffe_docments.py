@@ -133,9 +133,14 @@ def move_patched(mods:list) -> dict[str, list]:
             if (o := m.members.get(n)) is not None and not o.is_alias and o.is_class: classes[n] = o
     moved = {}
     for m in mods:
-        for n, f in list(m.members.items()):
+        # Every patched function, also one whose name a later `def` reuses (`after_batch` patched on two classes):
+        # the module's members keep only the last, so the extension records each as griffe creates it.
+        seen = m.extra.get('fastfound', {}).get('patched', [])
+        fns = seen + [f for f in m.members.values() if not any(f is g for g in seen)]
+        for f in fns:
+            n = f.name
             if f.is_alias or not f.is_function or (cls := classes.get(patch_target(f) or '')) is None: continue
-            m.del_member(n)
+            if m.members.get(n) is f: m.del_member(n)
             f.extra.setdefault('fastfound', {}).update(origin=m, patched_from=m.path)
             f.__class__ = PatchedMethod
             cls.set_member(n, f)
@@ -205,6 +210,8 @@ class Docments(griffe.Extension):
 
     def on_function_instance(self, *, node, func, agent, **kwargs):
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)): return
+        if func.parent is not None and func.parent.is_module and patch_target(func):
+            func.parent.extra.setdefault('fastfound', {}).setdefault('patched', []).append(func)
         try: lines = func.lines_collection[func.filepath]
         except (KeyError, TypeError): return
         params, ret = docments(node, lines)

@@ -43,6 +43,7 @@ class Module:
     doc:str = ''
     names:list = field(default_factory=list)  # public names: `__all__`, and `Class.method` for their public methods
     adds:list = field(default_factory=list)   # `Class.method` for the methods this module `@patch`es onto a class
+    reexports:list = field(default_factory=list)  # modules it star-imports (`from .learner import *`)
     @property
     def uri(self): return 'api/' + self.name.split('.', 1)[-1] + '.md'
 
@@ -77,6 +78,12 @@ def patched(tree) -> list[tuple[str, str]]:
         if isinstance(cls, str): res.append((cls.split('.')[-1], node.name))
     return res
 
+def _absolute(node:ast.ImportFrom, module:str) -> str:
+    "The module an `import from` names, made absolute: `from .learner import *` in `fastfound.all` -> `fastfound.learner`."
+    if not node.level: return node.module or ''
+    base = module.split('.')[:-node.level]
+    return '.'.join(base + ([node.module] if node.module else []))
+
 def modules(lib:Path) -> list[Module]:
     """Every module of the package at `lib` (private ones, `_*.py`, left out) with its public names.
     A method that a module `@patch`es onto a class is listed with the class's module (`Learner.fit_one_cycle` under
@@ -93,7 +100,10 @@ def modules(lib:Path) -> list[Module]:
             if isinstance(defs[nm], ast.ClassDef):
                 names += [f'{nm}.{o.name}' for o in defs[nm].body
                           if isinstance(o, (ast.FunctionDef, ast.AsyncFunctionDef)) and not o.name.startswith('_')]
-        res.append(Module('.'.join(rel.parts), p, ast.get_docstring(tree) or '', names))
+        name = '.'.join(rel.parts)
+        stars = [_absolute(n, name) for n in tree.body if isinstance(n, ast.ImportFrom) and
+                 any(a.name == '*' for a in n.names)]
+        res.append(Module(name, p, ast.get_docstring(tree) or '', names, reexports=stars))
     owner = {}  # class name -> the module that exports it
     for m in res:
         for n in m.names:
@@ -421,6 +431,11 @@ def api_page(m:Module, nb_page:Page|None, mods:list=()) -> str:
     if m.adds:
         intro += ('Adds to its class, documented there: ' +
                   ', '.join(f'[`{n}`][{o.name}.{n}]' for n in m.adds for o in mods if n in o.names) + '.\n\n')
+    if not m.names:  # a module that only re-exports (`fastfound.all`): its docstring, and where its names live
+        if m.reexports:
+            intro += ('It defines nothing of its own: it re-exports the public names of ' +
+                      ', '.join(f'[`{n}`]({o.uri[4:]})' for n in m.reexports for o in mods if o.name == n) + '.\n\n')
+        return f'# `{m.name}`\n\n{intro}::: {m.name}\n    options:\n      members: false\n'
     return f'# `{m.name}`\n\n{intro}::: {m.name}\n'
 
 def api_index(mods:list, by_mod:dict) -> str:
