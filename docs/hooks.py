@@ -27,10 +27,15 @@ def settings(root:Path=ROOT) -> dict:
     cp = ConfigParser(delimiters=['=']); cp.read(root/'settings.ini', encoding='utf-8')
     return dict(cp['DEFAULT'])
 
+def numbered(fn:Path) -> bool:
+    "A chapter, numbered by its layer of the library (`06_learner`), rather than a guide (`tutorial`) or the home page."
+    return bool(re.match(r'\d', fn.stem))
+
 def notebooks(nbs:Path) -> list[Path]:
-    "The notebooks that make the site, in their numeric order, `index.ipynb` first."
+    """The notebooks that make the site: `index.ipynb` first, then the unnumbered ones (`tutorial.ipynb`: read
+    before the chapters), then the chapters in their numeric order."""
     fns = sorted(p for p in nbs.glob('*.ipynb') if not p.name.startswith(('_', '.')))
-    return sorted(fns, key=lambda p: p.stem != 'index')
+    return sorted(fns, key=lambda p: (p.stem != 'index', numbered(p)))
 
 def page_uri(fn:Path) -> str:
     "Where notebook `fn`'s page lives in the site: `00_matmul.ipynb` -> `matmul.md` (nbdev drops the number too)."
@@ -598,7 +603,9 @@ class Site:
         self.titles = {fn.stem: title_of(nb, fn.stem) for fn, nb in heads.items()}
         order = {full_module(default_exp(nb), lib): i for i, nb in enumerate(heads.values()) if default_exp(nb)}
         link = Linker(self.mods, self.pages_by_stem, order=order, titles=self.titles)
-        self.pages = [render(fn, link, pos=i, lib=lib) for i, fn in enumerate(fns)]
+        # A tutorial comes first but uses the whole library: it links methods by their bare names as the last chapter does.
+        self.pages = [render(fn, link, pos=i if numbered(fn) or fn.stem == 'index' else len(fns), lib=lib)
+                      for i, fn in enumerate(fns)]
         self.by_mod = {full_module(p.module, lib): p for p in self.pages if p.module}
         self.api = {m.uri: api_page(m, self.by_mod.get(m.name), self.mods) for m in self.mods}
         self.api['api/index.md'] = api_index(self.mods, self.by_mod)
@@ -608,11 +615,12 @@ class Site:
 
     def nav(self) -> list:
         home = [{'Home': p.uri} for p in self.pages if p.uri == 'index.md']
-        chapters = [{p.title: p.uri} for p in self.pages if p.uri != 'index.md']
+        first = [{p.title: p.uri} for p in self.pages if p.uri != 'index.md' and not numbered(p.src)]  # the tutorial
+        chapters = [{p.title: p.uri} for p in self.pages if numbered(p.src)]
         guides = [{t: u} for t, u in GUIDES if u in self.extra or (self.root/'docs'/u).exists()]
         api = [{'Overview': 'api/index.md'}] + [{m.name: m.uri} for m in self.mods]
         tail = [{'Changelog': 'changelog.md'}] if 'changelog.md' in self.extra else []
-        return (home + ([{'Notebooks': chapters}] if chapters else []) + ([{'Guides': guides}] if guides else [])
+        return (home + first + ([{'Notebooks': chapters}] if chapters else []) + ([{'Guides': guides}] if guides else [])
                 + [{'API reference': api}] + tail)
 
     def footer(self, p:Page) -> str:

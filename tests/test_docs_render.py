@@ -100,10 +100,11 @@ def test_readme_flavour_is_plain_github_markdown():
     assert '](https://example.invalid/fixture_files/' in md and '][fastfound.' not in md
 
 def test_notebook_order_and_uris(tmp_path):
-    for n in ['10_b.ipynb', '02_a.ipynb', 'index.ipynb', '_draft.ipynb', '.x.ipynb', '02a_extra.ipynb']:
+    for n in ['10_b.ipynb', '02_a.ipynb', 'tutorial.ipynb', 'index.ipynb', '_draft.ipynb', '.x.ipynb', '02a_extra.ipynb']:
         (tmp_path/n).write_text('{}')
-    assert [p.name for p in hooks.notebooks(tmp_path)] == ['index.ipynb', '02_a.ipynb', '02a_extra.ipynb', '10_b.ipynb']
-    assert [hooks.page_uri(p) for p in hooks.notebooks(tmp_path)] == ['index.md', 'a.md', 'extra.md', 'b.md']
+    assert [p.name for p in hooks.notebooks(tmp_path)] == ['index.ipynb', 'tutorial.ipynb', '02_a.ipynb',
+                                                          '02a_extra.ipynb', '10_b.ipynb']
+    assert [hooks.page_uri(p) for p in hooks.notebooks(tmp_path)] == ['index.md', 'tutorial.md', 'a.md', 'extra.md', 'b.md']
 
 def test_modules_list_public_names(tmp_path):
     (tmp_path/'pkg').mkdir()
@@ -126,10 +127,12 @@ def test_site_nav_api_and_readme(tmp_path):
     shutil.copy(ROOT/'nbs'/'index.ipynb', tmp_path/'index.ipynb')
     shutil.copy(FIX/'00_fixture.ipynb', tmp_path/'03_late.ipynb')
     shutil.copy(FIX/'00_fixture.ipynb', tmp_path/'01_early.ipynb')
+    shutil.copy(FIX/'00_fixture.ipynb', tmp_path/'tutorial.ipynb')  # unnumbered: read first, right after home
     site = hooks.Site(ROOT, tmp_path)
     nav = site.nav()
     assert nav[0] == {'Home': 'index.md'}
-    assert nav[1] == {'Notebooks': [{'Squares: a fixture': 'early.md'}, {'Squares: a fixture': 'late.md'}]}
+    assert nav[1] == {'Squares: a fixture': 'tutorial.md'}
+    assert nav[2] == {'Notebooks': [{'Squares: a fixture': 'early.md'}, {'Squares: a fixture': 'late.md'}]}
     sections = {k: v for d in nav for k, v in d.items()}
     assert sections['API reference'][0] == {'Overview': 'api/index.md'}
     assert {'Callbacks and events': hooks.CALLBACKS_URI} in sections['Guides'] and sections['Changelog'] == 'changelog.md'
