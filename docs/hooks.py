@@ -242,29 +242,103 @@ def default_exp(nb) -> str|None:
 
 _re_alt = re.compile(r'^\s*#\s*(?:\|\s*)?(?:fig-alt|alt)\s*:\s*(.+?)\s*$', re.M)
 _re_label = re.compile(r'\b(?:set_)?(suptitle|title|xlabel|ylabel)\(\s*(?P<q>[\'"])(.+?)(?P=q)')
+_LABEL_CALLS = {'set_title': 'title', 'title': 'title', 'suptitle': 'suptitle', 'set_xlabel': 'xlabel',
+                'xlabel': 'xlabel', 'set_ylabel': 'ylabel', 'ylabel': 'ylabel'}
 
 def first_sentence(md:str) -> str:
-    "The first sentence of markdown `md`, as plain text."
+    "The first sentence of markdown `md`, as plain text (a colon does not end it; a lead-in's final colon is dropped)."
     txt = re.sub(r'```.*?```', ' ', md, flags=re.S)
     txt = re.sub(r'^\s*#.*$', ' ', txt, flags=re.M)  # a heading is not a sentence
     txt = re.sub(r'^\s*(>|[-*]|\d+\.)\s+', '', txt, flags=re.M)
     txt = re.sub(r'!?\[([^\]]*)\]\([^)]*\)', r'\1', txt)
     txt = re.sub(r'[`*_]|\$', '', ' '.join(txt.split()))
-    m = re.match(r'(.+?[.!?:])(\s|$)', txt)
-    return (m.group(1) if m else txt)[:200].rstrip(':').strip()
+    m = re.match(r'(.+?[.!?])(\s|$)', txt)
+    txt = (m.group(1) if m else txt).rstrip(':').strip()
+    return txt if len(txt) <= 200 else txt[:200].rsplit(' ', 1)[0] + '…'
 
-def fig_alt(src:str, prev_md:str='') -> str:
-    """What a figure shows, in this order: the cell's `#| fig-alt: ...` or `# alt: ...` line; else the titles and
-    axis labels the cell's code gives its plot (`set_title('means')`, `xlabel('batch')`); else the first sentence
-    of the markdown before the cell; else 'A figure'."""
+def last_sentence(md:str) -> str:
+    "The last sentence of markdown `md`'s last paragraph, as plain text: the one nearest what follows it."
+    paras = [p for p in re.split(r'\n\s*\n', md) if first_sentence(p)]
+    if not paras: return ''
+    txt = re.sub(r'[`*_]|\$', '', ' '.join(re.sub(r'!?\[([^\]]*)\]\([^)]*\)', r'\1', paras[-1]).split()))
+    parts = re.split(r'(?<=[.!?])\s+', txt)
+    return first_sentence(parts[-1]) if parts else ''
+
+def _calls(src:str):
+    "The calls in the cell's code, in source order; `None` if it is not plain Python (a `%%` magic)."
+    try: tree = ast.parse(_re_directive.sub('', src))
+    except SyntaxError: return None
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    return sorted(calls, key=lambda n: (n.lineno, n.col_offset))
+
+def _called(n:ast.Call) -> str|None: return getattr(n.func, 'attr', getattr(n.func, 'id', None))
+
+def plot_labels(src:str) -> dict[str, list[str]]:
+    """The titles, axis labels and line labels that the cell's code gives its plot: `set_title('means')`,
+    `ax.set(xlabel='step', title=...)`, `plot(x, label='train')`. Only literal strings count."""
+    calls, res = _calls(src), {}
+    if calls is None:  # not Python: the plain patterns
+        for kind, _, text in _re_label.findall(src): res.setdefault(kind, []).append(text)
+        return res
+    def add(kind, v):
+        if isinstance(v, ast.Constant) and isinstance(v.value, str) and v.value.strip(): res.setdefault(kind, []).append(v.value)
+    for n in calls:
+        name = _called(n)
+        if name in _LABEL_CALLS and n.args: add(_LABEL_CALLS[name], n.args[0])
+        for kw in n.keywords:
+            if kw.arg == 'label': add('label', kw.value)
+            elif name == 'set' and kw.arg in ('title', 'xlabel', 'ylabel'): add(kw.arg, kw.value)
+    return {k: list(dict.fromkeys(v)) for k, v in res.items()}
+
+def drawers(lib:Path) -> dict[str, str]:
+    """Name -> what it draws, for every function and method of the package at `lib` that draws a figure: the first
+    sentence of its docstring, or, for one that draws by calling another (`lr_find` calls `LRFinder.plot`),
+    of that one's. A function draws when it uses matplotlib (`plt`, `import matplotlib`) or a private helper that does."""
+    fns = []  # (name, docstring, draws itself, names it calls)
+    for p in sorted(lib.rglob('*.py')):
+        try: tree = ast.parse(p.read_text(encoding='utf-8'))
+        except (SyntaxError, UnicodeDecodeError): continue
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)): continue
+            sub = list(ast.walk(node))
+            mpl = any(isinstance(n, ast.Name) and n.id == 'plt' for n in sub) or any(
+                isinstance(n, (ast.Import, ast.ImportFrom)) and 'matplotlib' in ast.unparse(n) for n in sub)
+            fns.append((node.name, ast.get_docstring(node) or '', mpl,
+                        [c for n in sub if isinstance(n, ast.Call) and (c := _called(n)) and c != node.name]))
+    helpers = {nm for nm, _, mpl, _ in fns if mpl and nm.startswith('_')}
+    desc = [first_sentence(doc) if (mpl or any(c in helpers for c in calls)) and doc else None
+            for nm, doc, mpl, calls in fns]
+    for _ in range(3):  # a drawer by way of another: that one's description
+        known = _unambiguous(fns, desc)
+        desc = [d or next((known[c] for c in calls if c in known), None) for d, (_, _, _, calls) in zip(desc, fns)]
+    return {k: v for k, v in _unambiguous(fns, desc).items() if not k.startswith('_')}
+
+def _unambiguous(fns, desc) -> dict:
+    "Name -> description, for the names whose every definition draws (`fit` the CLI's function draws, `Learner.fit` not)."
+    res, bad = {}, set()
+    for (nm, *_), d in zip(fns, desc):
+        if d is None: bad.add(nm)
+        else: res.setdefault(nm, d)
+    return {k: v for k, v in res.items() if k not in bad}
+
+def fig_alt(src:str, prev_md:str='', drawn:dict|None=None, adjacent:bool=True) -> str:
+    """What a figure shows, in this order: the cell's `#| fig-alt: ...` or `# alt: ...` line; else the titles,
+    axis labels and line labels the cell's code gives its plot (`set_title('means')`, `ax.set(xlabel='batch')`,
+    `label='train'`); else what the package's function that draws it says it draws (`drawn`, from `drawers`);
+    else the first sentence of the markdown right before the cell (`prev_md`, `adjacent`), or the last sentence of
+    the markdown further up (the one nearest the figure); else 'A figure'. A plot with labels but no title is named
+    by its drawer, else by the markdown right before it."""
     if m := _re_alt.search(src): return m.group(1)
-    labels = {}
-    for kind, _, text in _re_label.findall(src): labels.setdefault(kind, []).append(text)
-    if labels:
-        what = ', '.join(dict.fromkeys(labels.get('suptitle', []) + labels.get('title', []))) or 'A plot'
-        axes = [f'{a} {", ".join(dict.fromkeys(labels[k]))}' for a, k in (('x:', 'xlabel'), ('y:', 'ylabel')) if k in labels]
-        return what + (f' ({"; ".join(axes)})' if axes else '')
-    return first_sentence(prev_md) or 'A figure'
+    calls = _calls(src) or []
+    drawer = next((drawn[c] for c in reversed([_called(n) for n in calls]) if c in (drawn or {})), None)
+    labels = plot_labels(src)
+    if any(k in labels for k in ('suptitle', 'title', 'xlabel', 'ylabel')):
+        what = (', '.join(dict.fromkeys(labels.get('suptitle', []) + labels.get('title', []))) or
+                drawer or (first_sentence(prev_md) if adjacent else '') or 'A plot').rstrip('.')
+        axes = [f'{a} {", ".join(labels[k])}' for a, k in (('x:', 'xlabel'), ('y:', 'ylabel')) if k in labels]
+        lines = f'; lines: {", ".join(labels["label"])}' if 'label' in labels else ''
+        return what + (f' ({"; ".join(axes)})' if axes else '') + lines
+    return drawer or (first_sentence(prev_md) if adjacent else last_sentence(prev_md)) or 'A figure'
 
 def panels(png:bytes, tol:int=8, min_gap:int=6, min_w:int=100) -> list[tuple[int, int]]:
     """The column ranges of a multi-panel figure's panels (matplotlib's subplots side by side, split where a gap of
@@ -311,6 +385,8 @@ class Renderer:
         self.site = link.style == 'site'  # else plain GitHub markdown, for the README
         self.dir = page.uri[:-3] + '_files' if page.uri != 'index.md' else 'index_files'
         self.prev_md, self.alt = '', 'A figure'  # the markdown before the cell; its figures' alt text
+        self.adjacent = False  # whether that markdown is the cell right before
+        self.drawn = getattr(link, 'drawn', {})  # what the package's plot functions draw (set by `Site`)
 
     def asset(self, name:str, data:bytes) -> str:
         uri = f'{self.dir}/{name}'
@@ -372,7 +448,7 @@ class Renderer:
         return _fence(_re_ansi.sub('', _text(val)), 'text')
 
     def code(self, cell, i) -> str:
-        self.alt = fig_alt(_text(cell.source), self.prev_md)
+        self.alt = fig_alt(_text(cell.source), self.prev_md, self.drawn, self.adjacent)
         src = _re_directive.sub('', _text(cell.source)).strip('\n')
         parts = []
         if src.strip() and getattr(cell, 'echo_', True):
@@ -388,8 +464,10 @@ class Renderer:
         for i, c in enumerate(nb.cells):
             if c.cell_type == 'markdown':
                 cells.append(self.markdown(c, i))
-                self.prev_md = _text(c.source)
-            else: cells.append(self.code(c, i) if c.cell_type == 'code' else '')
+                self.prev_md, self.adjacent = _text(c.source), True
+            elif c.cell_type == 'code' and (c.get('source') or '').strip():  # (a `#| hide` cell is gone: no source)
+                cells.append(self.code(c, i))
+                self.adjacent = False
         return '\n\n'.join(c.strip('\n') for c in cells if c.strip()) + '\n'
 
 def full_module(name:str|None, lib:str='fastfound') -> str|None:
@@ -603,6 +681,7 @@ class Site:
         self.titles = {fn.stem: title_of(nb, fn.stem) for fn, nb in heads.items()}
         order = {full_module(default_exp(nb), lib): i for i, nb in enumerate(heads.values()) if default_exp(nb)}
         link = Linker(self.mods, self.pages_by_stem, order=order, titles=self.titles)
+        link.drawn = drawers(root/cfg.get('lib_path', cfg['lib_name']))
         # A tutorial comes first but uses the whole library: it links methods by their bare names as the last chapter does.
         self.pages = [render(fn, link, pos=i if numbered(fn) or fn.stem == 'index' else len(fns), lib=lib)
                       for i, fn in enumerate(fns)]

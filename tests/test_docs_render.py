@@ -200,6 +200,26 @@ def test_alt_text_rules():
     assert hooks.fig_alt("ax.set_title('means'); ax.set_xlabel('batch')") == 'means (x: batch)'
     assert hooks.fig_alt('plt.plot(x)', '## Head\n\nThe loss falls. Then it rises.') == 'The loss falls.'
     assert hooks.fig_alt('plt.plot(x)') == 'A figure'
+    src = "ax.plot(s, a, label='hand'); ax.plot(s, b, label='autograd')\nax.set(xlabel='step', title='MLP, SGD')"
+    assert hooks.fig_alt(src) == 'MLP, SGD (x: step); lines: hand, autograd'
+    assert hooks.fig_alt("ax.set(xlabel='layer')", 'Two nets at init. More.') == 'Two nets at init (x: layer)'
+    # A figure drawn by the package: what its drawer's docstring says it draws (the last drawer called).
+    assert hooks.fig_alt('stats = run(m)\nstats.plot_stats();', 'Prose.', {'plot_stats': 'Means per batch.'}) == 'Means per batch.'
+    # Markdown further up: its last sentence, the one nearest the figure.
+    assert hooks.fig_alt('plt.imshow(x)', 'Counts first. Then one image per class:', adjacent=False) == 'Then one image per class'
+
+def test_drawers_say_what_the_package_draws(tmp_path):
+    (tmp_path/'pkg').mkdir()
+    (tmp_path/'pkg'/'a.py').write_text(
+        'import matplotlib.pyplot as plt\n'
+        'def _ax(ax): return ax or plt.subplots()[1]\n'
+        'class F:\n    def plot(self):\n        "Loss against rate."\n        plt.plot([1])\n'
+        'def plot_loss(ax=None):\n    "Loss per batch."\n    _ax(ax)\n'
+        'def lr_find(f):\n    "Sweep the rate."\n    f.plot()\n'
+        'def fit(out):\n    "Train and plot."\n    plt.savefig(out)\n'
+        'class L:\n    def fit(self):\n        "Train."\n    def fit_one_cycle(self):\n        "One cycle."\n        self.fit()\n')
+    d = hooks.drawers(tmp_path/'pkg')
+    assert d == {'plot': 'Loss against rate.', 'plot_loss': 'Loss per batch.', 'lr_find': 'Loss against rate.'}, d
 
 def test_patched_methods_belong_to_their_class(tmp_path):
     (tmp_path/'pkg').mkdir()
