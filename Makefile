@@ -26,11 +26,13 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	touch $@
 
 # Debian packages the tests and the docs use: the real Fashion-MNIST files, a headless browser for the docs test,
-# KaTeX (script, stylesheet, fonts), which the docs build copies into the site so that the maths renders offline.
-SYSDEPS := dataset-fashion-mnist chromium libjs-katex fonts-katex
+# KaTeX (script, stylesheet, fonts), which the docs build copies into the site so that the maths renders offline,
+# and Python's docs, whose Sphinx inventory (objects.inv) lets the API reference link to docs.python.org.
+SYSDEPS := dataset-fashion-mnist chromium libjs-katex fonts-katex python3-doc
 sysdeps:
 	@if [ ! -e /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ] || ! command -v chromium >/dev/null \
-	    || [ ! -e /usr/share/javascript/katex/katex.min.js ] || [ ! -e /usr/share/fonts/truetype/katex/KaTeX_Main-Regular.woff2 ]; then \
+	    || [ ! -e /usr/share/javascript/katex/katex.min.js ] || [ ! -e /usr/share/fonts/truetype/katex/KaTeX_Main-Regular.woff2 ] \
+	    || ! ls /usr/share/doc/python3.*/html/objects.inv >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then S=; else S=sudo; fi; \
 	  $$S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq $(SYSDEPS) >/dev/null; \
 	fi

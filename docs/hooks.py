@@ -530,7 +530,13 @@ def api_index(mods:list, by_mod:dict) -> str:
         rows.append(f'| [`{m.name}`]({m.uri[4:]}) | {nb} | {nms} |')
     body = '\n'.join(rows) if mods else 'The package has no public modules yet.'
     return ('# API reference\n\nEvery public name of every module, with its signature and docstring. '
-            'Each notebook page tells the story; these pages are for looking things up.\n\n' + body + '\n')
+            'Each notebook page tells the story; these pages are for looking things up.\n\n' + body + '\n\n'
+            '## Links to Python and PyTorch\n\n'
+            'Names from Python\'s standard library in signatures and docstrings (`pathlib.Path`, say) link to '
+            'docs.python.org, through Python\'s own inventory of its docs, which the build reads offline from '
+            'Debian\'s `python3.11-doc` package. PyTorch\'s names (`torch.Tensor`, `nn.Module`) are not linked: '
+            'PyTorch publishes its inventory only on its website, and no package in Debian or PyPI ships it, so '
+            'a build that reaches only package registries cannot have it.\n')
 
 # --- maths: KaTeX, copied into the site from a registry's package, and a check that nothing is left raw ----------
 
@@ -722,15 +728,37 @@ class Site:
 def _write_if_changed(fn:Path, text:str):
     if not fn.exists() or fn.read_text(encoding='utf-8') != text: fn.write_text(text, encoding='utf-8')
 
+# --- links to Python's own docs: its Sphinx inventory, read offline from Debian's python3.X-doc ------------------
+
+def python_inventory(doc:Path=Path('/usr/share/doc')) -> dict|None:
+    """mkdocstrings' inventory entry for Python's standard library (`pathlib.Path` in a signature links to
+    docs.python.org), from Debian's `python3.X-doc` (`make sysdeps`): the running Python's version first. `None`
+    when none is installed. (PyTorch publishes its inventory only on its website: no package ships it.)"""
+    import sys
+    fns = sorted(doc.glob('python3.*/html/objects.inv'), key=lambda f: f.parent.parent.name != f'python3.{sys.version_info[1]}')
+    if not fns: return None
+    return {'url': fns[0].resolve().as_uri(), 'base_url': f'https://docs.python.org/{fns[0].parent.parent.name[6:]}/'}
+
 # --- mkdocs events -------------------------------------------------------------------------------------------
 
 _site: Site|None = None
 
+try: from mkdocs.plugins import event_priority
+except ImportError: event_priority = lambda p: (lambda f: f)
+
+@event_priority(50)  # before mkdocstrings reads its handlers' options (the inventories)
 def on_config(config):
     global _site
     _site = Site()
     log.info(f'{len(_site.pages)} notebooks, {len(_site.mods)} modules')
     config.nav = _site.nav()
+    mk = config.plugins.get('mkdocstrings')
+    if mk is not None and (inv := python_inventory()):
+        invs = mk.config.handlers.setdefault('python', {}).setdefault('inventories', [])
+        if inv not in invs: invs.append(inv)
+    elif mk is not None:
+        log.warning("Python's inventory is not installed (`make sysdeps`: apt-get install python3.11-doc): "
+                    "the reference will not link to Python's docs")
     return config
 
 def on_files(files, config):

@@ -441,3 +441,10 @@ def test_maths_screenshot(browser, server, pages):
     pg.screenshot(path=str(SHOTS/'backprop-maths.png'))
     pg.close()
     assert (SHOTS/'backprop-maths.png').stat().st_size > 10_000
+
+def test_reference_links_to_python_docs(pages, server):
+    "Standard-library names in signatures link to docs.python.org, through the inventory read offline at build time."
+    assert hooks.python_inventory(), "Python's inventory is not installed (`make sysdeps`: apt-get install python3-doc)"
+    hrefs = {h for u, p in pages.items() if '/api/' in u for h in p['links']}
+    assert any(h.startswith('https://docs.python.org/') and h.endswith('#pathlib.Path') for h in hrefs), \
+        'no reference page links pathlib.Path to Python\'s docs'

@@ -263,3 +263,11 @@ def test_griffe_moves_patched_methods_and_shows_values(tmp_path):
     assert [s.kind.value for s in K.members['__init__'].docstring.parsed] == ['parameters']
     assert str(pkg['a'].members['E'].value) == "('before_x', 'before_y')"
     assert gd.short_value('(1, 2)', (1, 2)) is None and gd.short_value('f()', object()) is None
+
+def test_python_inventory(tmp_path):
+    assert hooks.python_inventory(tmp_path) is None
+    (tmp_path/'python3.11'/'html').mkdir(parents=True)
+    (tmp_path/'python3.11'/'html'/'objects.inv').write_bytes(b'# Sphinx inventory version 2\n')
+    inv = hooks.python_inventory(tmp_path)
+    assert inv['url'].startswith('file:///') and inv['url'].endswith('/python3.11/html/objects.inv')
+    assert inv['base_url'] == 'https://docs.python.org/3.11/'
