@@ -84,7 +84,7 @@ def patched(tree) -> list[tuple[str, str]]:
     return res
 
 def _absolute(node:ast.ImportFrom, module:str) -> str:
-    "The module an `import from` names, made absolute: `from .learner import *` in `fastfound.all` -> `fastfound.learner`."
+    "The module an `import from` names, absolute: `from .learner import *` in `fastfound.all` -> `fastfound.learner`."
     if not node.level: return node.module or ''
     base = module.split('.')[:-node.level]
     return '.'.join(base + ([node.module] if node.module else []))
@@ -281,7 +281,8 @@ def plot_labels(src:str) -> dict[str, list[str]]:
         for kind, _, text in _re_label.findall(src): res.setdefault(kind, []).append(text)
         return res
     def add(kind, v):
-        if isinstance(v, ast.Constant) and isinstance(v.value, str) and v.value.strip(): res.setdefault(kind, []).append(v.value)
+        if isinstance(v, ast.Constant) and isinstance(v.value, str) and v.value.strip():
+            res.setdefault(kind, []).append(v.value)
     for n in calls:
         name = _called(n)
         if name in _LABEL_CALLS and n.args: add(_LABEL_CALLS[name], n.args[0])
@@ -293,7 +294,8 @@ def plot_labels(src:str) -> dict[str, list[str]]:
 def drawers(lib:Path) -> dict[str, str]:
     """Name -> what it draws, for every function and method of the package at `lib` that draws a figure: the first
     sentence of its docstring, or, for one that draws by calling another (`lr_find` calls `LRFinder.plot`),
-    of that one's. A function draws when it uses matplotlib (`plt`, `import matplotlib`) or a private helper that does."""
+    of that one's. A function draws when it uses matplotlib (`plt`, `import matplotlib`) or a private helper that
+    does."""
     fns = []  # (name, docstring, draws itself, names it calls)
     for p in sorted(lib.rglob('*.py')):
         try: tree = ast.parse(p.read_text(encoding='utf-8'))
@@ -314,7 +316,7 @@ def drawers(lib:Path) -> dict[str, str]:
     return {k: v for k, v in _unambiguous(fns, desc).items() if not k.startswith('_')}
 
 def _unambiguous(fns, desc) -> dict:
-    "Name -> description, for the names whose every definition draws (`fit` the CLI's function draws, `Learner.fit` not)."
+    "Name -> description, for the names whose every definition draws (the CLI's `fit` draws, `Learner.fit` not)."
     res, bad = {}, set()
     for (nm, *_), d in zip(fns, desc):
         if d is None: bad.add(nm)
@@ -688,7 +690,7 @@ class Site:
         order = {full_module(default_exp(nb), lib): i for i, nb in enumerate(heads.values()) if default_exp(nb)}
         link = Linker(self.mods, self.pages_by_stem, order=order, titles=self.titles)
         link.drawn = drawers(root/cfg.get('lib_path', cfg['lib_name']))
-        # A tutorial comes first but uses the whole library: it links methods by their bare names as the last chapter does.
+        # A tutorial comes first but uses the whole library: it links methods by bare name as the last chapter does.
         self.pages = [render(fn, link, pos=i if numbered(fn) or fn.stem == 'index' else len(fns), lib=lib)
                       for i, fn in enumerate(fns)]
         self.by_mod = {full_module(p.module, lib): p for p in self.pages if p.module}
@@ -705,7 +707,8 @@ class Site:
         guides = [{t: u} for t, u in GUIDES if u in self.extra or (self.root/'docs'/u).exists()]
         api = [{'Overview': 'api/index.md'}] + [{m.name: m.uri} for m in self.mods]
         tail = [{'Changelog': 'changelog.md'}] if 'changelog.md' in self.extra else []
-        return (home + first + ([{'Notebooks': chapters}] if chapters else []) + ([{'Guides': guides}] if guides else [])
+        return (home + first + ([{'Notebooks': chapters}] if chapters else [])
+                + ([{'Guides': guides}] if guides else [])
                 + [{'API reference': api}] + tail)
 
     def footer(self, p:Page) -> str:
@@ -735,7 +738,8 @@ def python_inventory(doc:Path=Path('/usr/share/doc')) -> dict|None:
     docs.python.org), from Debian's `python3.X-doc` (`make sysdeps`): the running Python's version first. `None`
     when none is installed. (PyTorch publishes its inventory only on its website: no package ships it.)"""
     import sys
-    fns = sorted(doc.glob('python3.*/html/objects.inv'), key=lambda f: f.parent.parent.name != f'python3.{sys.version_info[1]}')
+    mine = f'python3.{sys.version_info[1]}'
+    fns = sorted(doc.glob('python3.*/html/objects.inv'), key=lambda f: f.parent.parent.name != mine)
     if not fns: return None
     return {'url': fns[0].resolve().as_uri(), 'base_url': f'https://docs.python.org/{fns[0].parent.parent.name[6:]}/'}
 

@@ -281,8 +281,8 @@ _CAPACITY = """() => {
 
 def _unwrapped() -> set[Path]:
     "The notebooks that still have code lines over 100 characters (not yet wrapped): their pages are checked later."
-    return {fn for fn in NBS if any(len(l.rstrip('\n')) > 100 for c in json.loads(fn.read_text(encoding='utf-8'))['cells']
-                                    if c['cell_type'] == 'code' for l in c['source'])}
+    def code(fn): return [c for c in json.loads(fn.read_text(encoding='utf-8'))['cells'] if c['cell_type'] == 'code']
+    return {fn for fn in NBS if any(len(l.rstrip('\n')) > 100 for c in code(fn) for l in c['source'])}
 
 def test_code_fits_at_1400px(browser, server, pages):
     "At 1400 px, a 100-character line fits a code block, and no code block on a page whose code is wrapped scrolls."
@@ -306,7 +306,8 @@ def test_outputs_wrap(browser, server, pages):
     seen, bad = 0, []
     for url in [u for u, p in pages.items() if 'class="nb-output"' in p['html']]:
         pg.goto(url, wait_until='load')
-        ws = pg.evaluate("[...document.querySelectorAll('.nb-output pre > code')].map(c => getComputedStyle(c).whiteSpace)")
+        ws = pg.evaluate("[...document.querySelectorAll('.nb-output pre > code')]"
+                         ".map(c => getComputedStyle(c).whiteSpace)")
         seen += len(ws)
         bad += [f'{url}: {w}' for w in sorted(set(ws) - {'pre-wrap'})]
     pg.close()

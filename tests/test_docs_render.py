@@ -100,11 +100,13 @@ def test_readme_flavour_is_plain_github_markdown():
     assert '](https://example.invalid/fixture_files/' in md and '][fastfound.' not in md
 
 def test_notebook_order_and_uris(tmp_path):
-    for n in ['10_b.ipynb', '02_a.ipynb', 'tutorial.ipynb', 'index.ipynb', '_draft.ipynb', '.x.ipynb', '02a_extra.ipynb']:
+    for n in ['10_b.ipynb', '02_a.ipynb', 'tutorial.ipynb', 'index.ipynb', '_draft.ipynb', '.x.ipynb',
+              '02a_extra.ipynb']:
         (tmp_path/n).write_text('{}')
     assert [p.name for p in hooks.notebooks(tmp_path)] == ['index.ipynb', 'tutorial.ipynb', '02_a.ipynb',
                                                           '02a_extra.ipynb', '10_b.ipynb']
-    assert [hooks.page_uri(p) for p in hooks.notebooks(tmp_path)] == ['index.md', 'tutorial.md', 'a.md', 'extra.md', 'b.md']
+    uris = [hooks.page_uri(p) for p in hooks.notebooks(tmp_path)]
+    assert uris == ['index.md', 'tutorial.md', 'a.md', 'extra.md', 'b.md']
 
 def test_modules_list_public_names(tmp_path):
     (tmp_path/'pkg').mkdir()
@@ -204,9 +206,11 @@ def test_alt_text_rules():
     assert hooks.fig_alt(src) == 'MLP, SGD (x: step); lines: hand, autograd'
     assert hooks.fig_alt("ax.set(xlabel='layer')", 'Two nets at init. More.') == 'Two nets at init (x: layer)'
     # A figure drawn by the package: what its drawer's docstring says it draws (the last drawer called).
-    assert hooks.fig_alt('stats = run(m)\nstats.plot_stats();', 'Prose.', {'plot_stats': 'Means per batch.'}) == 'Means per batch.'
+    drawn = {'plot_stats': 'Means per batch.'}
+    assert hooks.fig_alt('stats = run(m)\nstats.plot_stats();', 'Prose.', drawn) == 'Means per batch.'
     # Markdown further up: its last sentence, the one nearest the figure.
-    assert hooks.fig_alt('plt.imshow(x)', 'Counts first. Then one image per class:', adjacent=False) == 'Then one image per class'
+    md = 'Counts first. Then one image per class:'
+    assert hooks.fig_alt('plt.imshow(x)', md, adjacent=False) == 'Then one image per class'
 
 def test_drawers_say_what_the_package_draws(tmp_path):
     (tmp_path/'pkg').mkdir()
@@ -217,7 +221,8 @@ def test_drawers_say_what_the_package_draws(tmp_path):
         'def plot_loss(ax=None):\n    "Loss per batch."\n    _ax(ax)\n'
         'def lr_find(f):\n    "Sweep the rate."\n    f.plot()\n'
         'def fit(out):\n    "Train and plot."\n    plt.savefig(out)\n'
-        'class L:\n    def fit(self):\n        "Train."\n    def fit_one_cycle(self):\n        "One cycle."\n        self.fit()\n')
+        'class L:\n    def fit(self):\n        "Train."\n'
+        '    def fit_one_cycle(self):\n        "One cycle."\n        self.fit()\n')
     d = hooks.drawers(tmp_path/'pkg')
     assert d == {'plot': 'Loss against rate.', 'plot_loss': 'Loss per batch.', 'lr_find': 'Loss against rate.'}, d
 
