@@ -71,6 +71,17 @@ def test_two_ranks_half_batch_equal_one_rank(train):
         torch.testing.assert_close(r0['weights'][k], v, atol=1e-5, rtol=1e-5)
 
 
+def test_grad_accum_no_sync_as_one_process(train):
+    "GradAccum's accumulation steps skip DDP's all-reduce; the step's gradients are still everyone's mean."
+    _, (r0, r1) = train
+    from fastfound.training import GradAccum
+    one = build(n_train=480, cbs=[GradAccum(4)])
+    one.fit(1)
+    for k, v in weights(one).items():
+        assert torch.equal(r0['accum'][k], r1['accum'][k]), k
+        torch.testing.assert_close(r0['accum'][k], v, atol=1e-5, rtol=1e-5)
+
+
 def test_epoch_stats_same_on_every_rank_and_as_one_process(train):
     "Validation on 1,001 samples (501 + 500): loss and accuracy as one process computes them."
     _, (r0, r1) = train
