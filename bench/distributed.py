@@ -13,6 +13,23 @@ backward pass) and `DistributedCB`'s one-number all-reduce after each step. Repo
 way over the rounds, and the scaling efficiency 2p1t / (2 x 1p1t). OpenMP threads sleep while they wait
 (`OMP_WAIT_POLICY=PASSIVE`, see the CLI chapter), unless the environment says otherwise: on a shared machine
 spinning threads take turns burning the cores.
+
+Measured on the machine that built these docs (2 cores shared with ~6 other jobs; `uptime` load average 13.9 at the
+start, 14.8 at the end, 19.9 in between), `python bench/distributed.py 3`, 2026-12-02:
+
+| way | samples/s (median of 3) | rounds | vs 1p1t |
+|---|---|---|---|
+| 1p1t | 1,336 | 781, 1,336, 2,323 | 1.00x |
+| 1p2t | 2,761 | 2,461, 6,808, 2,761 | 2.07x |
+| 2p1t | 1,153 | 1,153, 731, 2,506 | 0.86x |
+
+Scaling efficiency 2p1t / (2 x 1p1t): 43%, far from the 90% a quiet 2-core machine should give. Not because of
+communication: a 2-process step took 222 ms, of which the all-reduce of the 63,550 gradients (gloo, one bucket)
+alone takes 1.8 ms and `DistributedCB`'s per-step flag 1.0 ms, about 1% together, so bucket size or batch size would
+not move it. The cause is the load: with ~7 runnable processes per core, each rank is preempted at random, and DDP
+keeps the ranks in lockstep, so every step lasts as long as the *slower* rank's, whereas one process with two
+threads loses only the time it is itself preempted. The rounds spread by 3x, which is what the load does to any of
+the three ways. To judge the 10% target, run it on an idle machine.
 """
 import json, os, socket, statistics, subprocess, sys, time
 from pathlib import Path
