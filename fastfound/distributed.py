@@ -153,6 +153,10 @@ def launch(nproc:int, # processes on this machine
            args:list, # the command line after `python -m fastfound`
           )->int: # torchrun's exit status
     "Run `python -m fastfound *args` on `nproc` processes with `torch.distributed.run`, and wait."
+    args = list(args)  # without --nproc, which torchrun would take for its own --nproc-per-node
+    for j, a in reversed(list(enumerate(args))):
+        if a.startswith('--nproc='): del args[j]
+        elif a == '--nproc': del args[j:j+2]
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone',
            f'--nproc-per-node={nproc}', '-m', 'fastfound', *args]
     env = os.environ | {'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '1')}

@@ -163,3 +163,15 @@ def test_torchrun_cli_fit_one_table(tmp_path):
     assert r.stdout.count('train_loss') == 1, r.stdout
     assert r.stdout.count('test accuracy') == 1, r.stdout
     assert len((tmp_path/'run'/'history.csv').read_text().splitlines()) == 2
+
+
+def test_cli_nproc_2_launches_torchrun(tmp_path):
+    "`fastfound fit --nproc 2` starts 2 ranks through torch.distributed.run (which must not see --nproc)."
+    from fastfound.data import SAMPLE_PATH
+    cmd = [sys.executable, '-m', 'fastfound', 'fit', '--nproc', '2', '--epochs', '1', '--data', str(SAMPLE_PATH),
+           '--out', str(tmp_path/'run')]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                       env=os.environ | {'PYTHONPATH': str(ROOT)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count('train_loss') == 1 and r.stdout.count('test accuracy') == 1, r.stdout
+    assert sorted(p.name for p in (tmp_path/'run').iterdir()) == ['history.csv', 'loss.png', 'model.pth']
