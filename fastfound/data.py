@@ -240,7 +240,7 @@ class TensorLoader:
     def __repr__(self): return (f'TensorLoader({len(self.x)} samples, bs={self.bs}, shuffle={self.shuffle}, '
                                 f'drop_last={self.drop_last}, device={self.device})')
 
-# %% ../nbs/05_data.ipynb #c30b5b40
+# %% ../nbs/05_data.ipynb #cf46e27d
 def rank_slices(n:int, # samples in the data
                 bs:int, # the batch size over all ranks together
                 r:int, # this rank
