@@ -8,6 +8,7 @@ __all__ = []
 # %% ../nbs/14_all.ipynb #ae97c40f
 from . import (callbacks, checkpoint, data, events, files, hooks, inference, init, learner, models,
                        schedule, state, training)
+from . import distributed as _distributed, ranks  # noqa: F401 (ranks: imported by name, not starred)
 from .init import *
 from .files import *
 from .state import *
@@ -21,7 +22,8 @@ from .checkpoint import *
 from .inference import *
 from .training import *
 from .models import *
+from .distributed import *
 
 _mods = (init, files, state, data, events, learner, callbacks, schedule, hooks, checkpoint, inference, training,
-         models)
+         models, _distributed)
 __all__ = [n for m in _mods for n in m.__all__]

@@ -14,7 +14,7 @@ __all__ = ['CSVLogger', 'Monitor', 'EarlyStopping']
 # %% ../nbs/07_callbacks.ipynb #6a649c79
 class CSVLogger(Callback):
     "Append `learn.epoch_stats` to `fname` as a CSV row each epoch, flushed to disk."
-    order, run_lr_find = 30, False
+    order, run_lr_find, main_only = 30, False, True
     def __init__(self, fname:Path|str='history.csv'): self.fname, self._f = Path(fname), None
 
     def before_fit(self):

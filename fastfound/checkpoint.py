@@ -13,6 +13,7 @@ from .events import Callback
 from .files import FORMAT, VERSION, atomic_save, read_checkpoint, sweep_temps
 from .learner import Learner
 from .state import bare_model, load_model_state
+from .ranks import barrier, is_main
 
 # %% auto #0
 __all__ = ['Checkpoint', 'load_learner']
@@ -50,7 +51,8 @@ class Checkpoint(Callback, Monitor):
 # %% ../nbs/10_checkpoint.ipynb #5a7e0c31
 @patch
 def before_fit(self:Checkpoint):
-    for p in (self.last_path, self.best_path): sweep_temps(p)  # what killed saves left behind
+    if is_main():
+        for p in (self.last_path, self.best_path): sweep_temps(p)  # what killed saves left behind
     self._finished = True
 
 @patch
@@ -58,12 +60,14 @@ def before_epoch(self:Checkpoint): self._finished = False
 
 @patch
 def after_epoch(self:Checkpoint):
-    rec = None
-    if self.save_best and self.improved(v := self.current()):
-        self.best, self.best_epoch = v, self.epoch
-        atomic_save(rec := self.learn.state_dict(), self.best_path)
-    if self.save_last and ((self.epoch + 1) % self.every == 0 or self.epoch + 1 == self.n_epochs):
-        atomic_save(rec or self.learn.state_dict(), self.last_path)
+    best = self.save_best and self.improved(v := self.current())  # every rank has the same stats
+    if best: self.best, self.best_epoch = v, self.epoch
+    last = self.save_last and ((self.epoch + 1) % self.every == 0 or self.epoch + 1 == self.n_epochs)
+    if is_main() and (best or last):  # on several ranks, rank 0 writes
+        rec = self.learn.state_dict()
+        if best: atomic_save(rec, self.best_path)
+        if last: atomic_save(rec, self.last_path)
+    barrier()  # no rank goes on (and may read the file) before it is written
     self._finished = True
 
 @patch
@@ -77,11 +81,13 @@ def cleanup_fit(self:Checkpoint):
 def export(self:Learner, path:Path|str, # where to write, atomically
            meta:dict|None=None, # plain data to keep with the weights: class names, normalisation statistics...
           )->Path:
-    "Save what inference needs: the weights on the CPU, the model's class name and `meta`."
+    "Save what inference needs: the weights on the CPU, the model's class name and `meta`; rank 0 writes."
     model = bare_model(self.model)
     sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return atomic_save(dict(format=FORMAT, version=VERSION, kind='export', model=sd,
-                            arch=type(model).__name__, meta=dict(meta or {})), path)
+    if is_main(): atomic_save(dict(format=FORMAT, version=VERSION, kind='export', model=sd,
+                                   arch=type(model).__name__, meta=dict(meta or {})), path)
+    barrier()  # call it on every rank: the others wait for the file
+    return Path(path)
 
 def load_learner(path:Path|str, # a file from `Learner.export` (or any fastfound file with weights)
                  model, # the architecture: an `nn.Module`, or a callable that returns one

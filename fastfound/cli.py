@@ -16,6 +16,9 @@ from .learner import DeviceCB, Learner, accuracy
 from .models import MODELS
 from .schedule import *
 from .state import set_seed
+import contextlib, io, os, sys
+from .distributed import DistributedCB, launch, process_group
+from .ranks import is_main
 
 # %% auto #0
 __all__ = ['parser', 'fit', 'main']
@@ -55,6 +58,9 @@ def parser()->argparse.ArgumentParser:
                    help='where to save (default: %(default)s)')
     f.add_argument('--seed', type=_number(int, hi=2**32 - 1, strict=False), default=0,
                    help='random seed, 0 to 2**32-1 (default: %(default)s)')
+    f.add_argument('--nproc', type=_number(int, hi=1024), default=1, metavar='N',
+                   help='train on N processes through torch.distributed.run (torchrun); --bs is their total '
+                   '(default: %(default)s)')
     return p
 
 # %% ../nbs/12_cli.ipynb #9a1ca097
@@ -83,13 +89,13 @@ def fit(a:argparse.Namespace):
           f'device: {a.device}; loaded in {time.perf_counter() - t0:.1f}s', flush=True)
     lr = a.lr or (1e-2 if a.model == 'cnn' else 3e-3)
     learn = Learner(MODELS[a.model](), dls, opt_func=torch.optim.AdamW, lr=lr, metrics=accuracy,
-                    cbs=[DeviceCB(a.device), CSVLogger(a.out/'history.csv')])
+                    cbs=[DeviceCB(a.device), CSVLogger(a.out/'history.csv'), DistributedCB()])
     learn.fit_one_cycle(a.epochs, lr)
     acc = learn.epoch_stats['valid_accuracy']
     learn.export(a.out/'model.pth', meta=dict(model=a.model, classes=FMNIST_CLASSES, norm=FMNIST_STATS))
     ax = learn.recorder.plot_loss()
     ax.set_title(f'fastfound fit --model {a.model}: test accuracy {acc:.2%}')
-    atomic_write(a.out/'loss.png', lambda f: ax.figure.savefig(f, format='png', dpi=100))
+    if is_main(): atomic_write(a.out/'loss.png', lambda f: ax.figure.savefig(f, format='png', dpi=100))
     print(f'test accuracy: {acc:.4f}')
     print(f'saved {a.out/"model.pth"}, {a.out/"loss.png"}, {a.out/"history.csv"}; '
           f'total {time.perf_counter() - t0:.1f}s')
@@ -102,5 +108,7 @@ def main(argv:list|None=None)->int:
     a = p.parse_args(argv)
     if a.cmd == 'fit':
         _check(p, a)
-        fit(a)
+        if a.nproc > 1 and 'LOCAL_RANK' not in os.environ:  # start the ranks; under torchrun, be one
+            return launch(a.nproc, sys.argv[1:] if argv is None else list(argv))
+        with process_group(), contextlib.redirect_stdout(sys.stdout if is_main() else io.StringIO()): fit(a)
     return 0

@@ -9,11 +9,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 from .files import atomic_write
+from .ranks import rank, world_size
 
 # %% auto #0
 __all__ = ['FMNIST_URL', 'FMNIST_SHA256', 'FMNIST_FILES', 'FMNIST_CLASSES', 'DEBIAN_PATH', 'SAMPLE_PATH', 'FMNIST_STATS',
            'read_idx', 'write_idx', 'cache_dir', 'sha256', 'interactive', 'download', 'fashion_mnist_path',
-           'load_fashion_mnist', 'make_sample', 'default_device', 'TensorLoader', 'DataLoaders', 'fashion_mnist_dls']
+           'load_fashion_mnist', 'make_sample', 'default_device', 'TensorLoader', 'rank_slices', 'DataLoaders',
+           'fashion_mnist_dls']
 
 # %% ../nbs/05_data.ipynb #986600c3
 def read_idx(fn:Path|str, # an IDX file, gzipped if its name ends in `.gz`
@@ -191,6 +193,7 @@ class TensorLoader:
                  device=None, # where batches live; `None`: `default_device()`
                  norm:tuple|None=None, # `(mean, std)` to normalise `x` with, after scaling
                  shape:tuple|None=None, # the shape of one sample, e.g. `(1, 28, 28)` for conv nets, `(784,)` for an MLP
+                 even:bool|None=None, # on several ranks, as many samples on each (`rank_slices`); `None`: shuffle
                 ):
         if len(x) != len(y): raise ValueError(f'x and y differ in length: {len(x)} vs {len(y)}')
         if bs < 1: raise ValueError(f'bs must be at least 1, got {bs}')
@@ -200,14 +203,19 @@ class TensorLoader:
         if norm is not None: x = (x - norm[0]) / norm[1]
         if shape is not None: x = x.reshape(len(x), *shape)
         self.x, self.y, self.bs, self.shuffle, self.drop_last = x.contiguous(), y.to(self.device), bs, shuffle, drop_last
+        self.even = shuffle if even is None else even
 
     def __len__(self):
         n, bs = len(self.x), self.bs
+        if world_size() > 1: return sum(a < b for a, b in self._slices()[1])
         return n // bs if self.drop_last else -(-n // bs)
 
     def __iter__(self):
         x, y, bs, n = self.x, self.y, self.bs, len(self.x)
         end = n - n % bs if self.drop_last else n
+        if world_size() > 1:
+            yield from self._shard()
+            return
         if end == 0: return
         if not self.shuffle:
             for i in range(0, end, bs): yield x[i:i+bs], y[i:i+bs]
@@ -215,8 +223,38 @@ class TensorLoader:
         for idx in torch.randperm(n, device=self.device)[:end].split(bs):
             yield x.index_select(0, idx), y.index_select(0, idx)
 
+    def _slices(self):
+        return rank_slices(len(self.x), self.bs, rank(), world_size(), self.even, self.drop_last)
+
+    def _shard(self):
+        "This rank's part of each batch of `bs`: one permutation on every rank (the same RNG), disjoint slices."
+        end, parts = self._slices()
+        idx = torch.randperm(len(self.x), device=self.device)[:end] if self.shuffle else None
+        for i, (a, b) in zip(range(0, end, self.bs), parts):
+            if a == b: continue
+            if idx is None: yield self.x[i+a:i+b], self.y[i+a:i+b]
+            else:
+                j = idx[i+a:i+b]
+                yield self.x.index_select(0, j), self.y.index_select(0, j)
+
     def __repr__(self): return (f'TensorLoader({len(self.x)} samples, bs={self.bs}, shuffle={self.shuffle}, '
                                 f'drop_last={self.drop_last}, device={self.device})')
+
+# %% ../nbs/05_data.ipynb #cf46e27d
+def rank_slices(n:int, # samples in the data
+                bs:int, # the batch size over all ranks together
+                r:int, # this rank
+                ws:int, # the world size
+                even:bool, # as many samples on every rank (training); else every sample exactly once (validation)
+                drop_last:bool=False, # drop the last batch when it is smaller than `bs`
+               )->tuple: # `(end, parts)`: an epoch uses `end` samples; rank `r` takes `[a, b)` of each batch
+    "How `ws` ranks share an epoch of `n` samples in batches of `bs`: each takes a contiguous part of every batch."
+    if even and bs % ws:
+        raise ValueError(f'bs={bs} is the batch size over all {ws} ranks: to give each rank as many samples it '
+                         f'must be a multiple of {ws}')
+    end = n - n % bs if drop_last else n
+    if even: end -= end % ws
+    return end, [(r*k // ws, (r+1)*k // ws) for k in (min(bs, end - i) for i in range(0, end, bs))]
 
 # %% ../nbs/05_data.ipynb #1443d221
 class DataLoaders:

@@ -39,6 +39,7 @@ class Callback:
     run_valid:bool = True # take part in the validation phase (validate and its batch events)
     run_preds:bool|None = None # take part in inference passes; `None`: when it replaces a step piece
     run_lr_find:bool = True # stay during `lr_find`'s sweep (`False` for what writes files or stops fits)
+    main_only:bool = False # on several processes, run on rank 0 only (what prints or writes files)
     learn = None # the `Learner`, set when the callback is added
 
     def __getattr__(self, k):

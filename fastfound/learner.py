@@ -16,6 +16,7 @@ from .events import *
 from .files import FORMAT, VERSION, atomic_save, check_plain, read_checkpoint
 from .state import (bare_model, cb_states, check_model_state, load_cb_states, load_model_state,
                     load_opt_state, rng_states, set_rng_states)
+from .ranks import all_reduce_sum, barrier, broadcast, is_main, world_size
 
 # %% auto #0
 __all__ = ['n_batches', 'Learner', 'to_device', 'DeviceCB', 'accuracy', 'metric_name', 'is_metric_obj', 'MetricsCB', 'Recorder',
@@ -143,7 +144,7 @@ def _events(cbs, active)->dict:
 @patch
 def _resolve(self:Learner):
     "Build the event tuples and step pieces for each phase from the current callbacks."
-    cbs = sorted(self.cbs, key=lambda c: c.order)
+    cbs = sorted((c for c in self.cbs if is_main() or not c.main_only), key=lambda c: c.order)
     self._ev, self._pieces = {}, {}
     for training in (True, False):
         active = [c for c in cbs if (c.run_train if training else c.run_valid)]
@@ -365,17 +366,29 @@ def after_batch(self:MetricsCB):
             v = m(preds, yb).detach()
             self._sums[i] = v * n if self._sums[i] is None else self._sums[i].add_(v, alpha=n)
 
+def _compute(m):
+    "`m.compute()` over every rank: torchmetrics' objects sync themselves, torcheval's through its toolkit."
+    if world_size() > 1 and hasattr(m, 'merge_state'):
+        from torcheval.metrics.toolkit import sync_and_compute
+        return sync_and_compute(m, recipient_rank='all')
+    return m.compute()
+
 @patch
 def _finish(self:MetricsCB):
     phase = 'train' if self.learn.training else 'valid'
+    fns = [s for m, s in zip(self._cur, self._sums) if not is_metric_obj(m)]
+    if world_size() > 1:  # the sums and counts of every rank, summed: the same numbers on each
+        z = self._loss.new_zeros(())
+        sums = [z if s is None else s.to(z.device) for s in fns]
+        t = all_reduce_sum(torch.stack([z + self._n, self._loss, *sums]))
+        self._n, self._loss, fns = round(t[0].item()), t[1], list(t[2:])
     if not self._n:  # no batch finished
         self.stats[f'{phase}_loss'] = math.nan
         return
-    fns = [s for m, s in zip(self._cur, self._sums) if not is_metric_obj(m)]
     vals = iter(torch.stack([self._loss, *[s.to(self._loss.device) for s in fns]]).div(self._n).tolist())
     self.stats[f'{phase}_loss'] = next(vals)
     for name, m in zip(self.names, self._cur):
-        self.stats[f'{phase}_{name}'] = float(m.compute()) if is_metric_obj(m) else next(vals)
+        self.stats[f'{phase}_{name}'] = float(_compute(m)) if is_metric_obj(m) else next(vals)
     self._n = 0
 @patch
 def cleanup_train(self:MetricsCB): self._finish()
@@ -386,7 +399,8 @@ def cleanup_validate(self:MetricsCB): self._finish()
 def after_epoch(self:MetricsCB):
     s = self.stats
     keys = ['epoch', 'train_loss', 'valid_loss'] + [f'{p}_{n}' for p in ('train', 'valid') for n in self.names]
-    self.learn.epoch_stats = {k: s[k] for k in keys if k in s} | {'time': time.perf_counter() - self._t0}
+    stats = {k: s[k] for k in keys if k in s} | {'time': time.perf_counter() - self._t0}
+    self.learn.epoch_stats = broadcast(stats)  # rank 0's: every rank decides (stop, save) on the same numbers
 
 # %% ../nbs/06_learner.ipynb #67beb9e1
 class Recorder(Callback):
@@ -461,7 +475,7 @@ def _fmt(k, v):
 
 class ProgressCB(Callback):
     "fastprogress bars and a live loss plot where someone watches; one plain line per epoch elsewhere."
-    order, run_lr_find = 20, False
+    order, run_lr_find, main_only = 20, False, True
     def __init__(self, bars:bool|None=None, # `None`: bars in a notebook or terminal (`interactive()`)
                  plot:bool=True, # the live loss plot (notebooks only)
                 ): self.bars, self.plot, self._bars, self.pb = bars, plot, False, None
@@ -562,8 +576,10 @@ def _record(self:Learner, kind:str, with_opt:bool=True, **extra)->dict:
 def save(self:Learner, path:Path|str, # where to write, atomically
          with_opt:bool=True, # include the optimizer's state
         )->Path:
-    "Save the model's weights (and the optimizer's state) to `path`."
-    return atomic_save(self._record('weights', with_opt), path)
+    "Save the model's weights (and the optimizer's state) to `path`; on several ranks, rank 0 writes."
+    if is_main(): atomic_save(self._record('weights', with_opt), path)
+    barrier()  # every rank may read the file once save returns
+    return Path(path)
 
 @patch
 def load(self:Learner, path:Path|str, # a file from `save`, a `Checkpoint`, `export` or a bare state dict

@@ -13,6 +13,7 @@ from fastcore.basics import listify, patch
 from .events import Callback, CancelFitException, CancelValidateException, run_all
 from .learner import Learner
 from .state import load_opt_state, rng_states, set_rng_states
+from .ranks import mean_all
 
 # %% auto #0
 __all__ = ['SuggestedLRs', 'Sched', 'SchedLin', 'SchedCos', 'SchedNo', 'SchedExp', 'CombinedSched', 'combine_scheds',
@@ -196,7 +197,7 @@ class LRFinder(Callback):
         for pg in self.learn.opt.param_groups: pg['lr'] = lr
 
     def after_batch(self):
-        loss = self.learn.loss.item()   # the sweep needs each value to decide when to stop
+        loss = mean_all(self.learn.loss.detach()).item()  # over every rank: one sweep, one decision to stop
         self.lrs.append(self.tab[len(self.lrs)])
         self.raw.append(loss)
         self.avg = self.beta*self.avg + (1-self.beta)*loss

@@ -1,0 +1,123 @@
+"""Small jobs for tests/test_distributed.py, one process per rank, started with torchrun's environment variables.
+
+    python tests/_dist_job.py MODE OUT [--kill-at E,B] [--resume]
+
+Every rank runs the same job inside `learn.distrib_ctx(timeout=60)` and saves what it saw to OUT/rank{R}.pt:
+  train   2 epochs of an MLP (global batch 32) with a CSV log, checkpoints, `save` and `export`, each rank in its
+          own working directory OUT/cwd{R}; then one epoch at lr=0 (the start weights' validation figures); then
+          the shards of a loader over `arange` for 3 epochs; an epoch with `GradAccum(4)` (DDP's `no_sync`)
+  lr_es   `lr_find`; `EarlyStopping` that stops after 2 of 5 epochs; a `CancelFitException` on rank 1 only
+  resume  3 epochs with dropout, momentum and a `Checkpoint` in OUT/ck; --kill-at E,B: SIGKILL itself after
+          training batch B of epoch E; --resume: continue from OUT/ck/last.pt
+  kill    a long fit; writes OUT/started{R} after its first batch (for the test to SIGKILL a rank)
+`build` is also what the tests run in one process, for the single-process figures.
+"""
+import argparse, os, signal, sys
+from functools import partial
+from pathlib import Path
+import torch
+from torch import nn
+from fastfound.callbacks import CSVLogger, EarlyStopping
+from fastfound.checkpoint import Checkpoint
+from fastfound.data import DataLoaders, TensorLoader
+from fastfound.events import Callback, CancelFitException
+from fastfound.learner import Learner, ProgressCB, accuracy
+from fastfound.ranks import broadcast, rank
+from fastfound.state import set_seed
+from fastfound.training import GradAccum
+import fastfound.distributed  # noqa: F401 (Learner.distrib_ctx)
+
+
+def build(n_train=512, bs=32, cbs=(), dropout=0., momentum=0.):
+    "An MLP learner on a seeded synthetic problem: `n_train` training and 1,001 validation samples."
+    set_seed(0)
+    x = torch.randn(n_train + 1001, 8)
+    y = (x[:, 0] + x[:, 1] > 0).long() + (x[:, 2] > 0.5).long()
+    dls = DataLoaders(TensorLoader(x[:n_train], y[:n_train], bs, shuffle=True, device='cpu'),
+                      TensorLoader(x[n_train:], y[n_train:], 100, device='cpu'))
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, 3))
+    return Learner(model, dls, lr=0.2, opt_func=partial(torch.optim.SGD, momentum=momentum), metrics=accuracy,
+                   cbs=[ProgressCB(bars=False), *cbs])
+
+
+def weights(learn): return {k: v.clone() for k, v in learn.model.state_dict().items()}
+
+
+def shards(n=1001, bs=10, epochs=3):
+    "The labels (= sample numbers) each epoch's batches of a training and a validation loader hold on this rank."
+    torch.set_rng_state(broadcast(torch.get_rng_state()))
+    t = TensorLoader(torch.zeros(n, 1), torch.arange(n), bs, shuffle=True, device='cpu')
+    v = TensorLoader(torch.zeros(n, 1), torch.arange(n), bs, device='cpu')
+    return dict(train=[[b[1].tolist() for b in t] for _ in range(epochs)], valid=[b[1].tolist() for b in v],
+                len_train=len(t), len_valid=len(v))
+
+
+class At(Callback):
+    "Call `f` after training batch `b` of epoch `e`."
+    order = 100
+    def __init__(self, e, b, f): self.e, self.b, self.f = e, b, f
+    def after_batch(self):
+        if self.training and (self.epoch, self.iter) == (self.e, self.b): self.f()
+
+
+class Touch(Callback):
+    def __init__(self, fn): self.fn = fn
+    def after_batch(self):
+        if not self.fn.exists(): self.fn.touch()
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument('mode')
+    p.add_argument('out', type=Path)
+    p.add_argument('--kill-at', default=None)
+    p.add_argument('--resume', action='store_true')
+    a = p.parse_args()
+    r = int(os.environ['RANK'])
+    res = {}
+    if a.mode == 'train':
+        cwd = a.out/f'cwd{r}'
+        cwd.mkdir(parents=True, exist_ok=True)
+        os.chdir(cwd)
+        learn = build(cbs=[CSVLogger('history.csv'), Checkpoint('ck')])
+        with learn.distrib_ctx(timeout=60):
+            learn.fit(2)
+            res['stats'] = learn.recorder.values
+            res['weights'] = weights(learn)
+            learn.save('saved.pth')
+            learn.export('model.pth')
+            zero = build()
+            with zero.distrib_ctx(timeout=60): zero.fit(1, lr=0.)
+            res['zero'] = zero.recorder.values[0]
+            res['shards'] = shards()
+            acc = build(n_train=480, cbs=[GradAccum(4)])  # 15 batches: 3 steps of 4 and a flush of 3
+            with acc.distrib_ctx(timeout=60): acc.fit(1)
+            res['accum'] = weights(acc)
+    elif a.mode == 'lr_es':
+        learn = build()
+        with learn.distrib_ctx(timeout=60):
+            w0 = weights(learn)
+            sug = learn.lr_find(num_it=12, show_plot=False)
+            res['lr_find'] = dict(sug=tuple(sug), losses=learn.lr_finder.losses, lrs=learn.lr_finder.lrs,
+                                  restored=all(torch.equal(w0[k], v) for k, v in weights(learn).items()))
+            learn.fit(5, cbs=EarlyStopping(min_delta=100., patience=1))
+            res['early'] = len(learn.recorder.values)
+            def cancel():
+                if rank() == 1: raise CancelFitException()
+            learn.fit(3, cbs=At(0, 3, cancel))
+            res['cancel'] = (learn.epoch, learn.iter, len(learn.recorder.values))
+    elif a.mode == 'resume':
+        cbs = [Checkpoint(a.out/'ck', save_best=False)]
+        if a.kill_at: cbs.append(At(*map(int, a.kill_at.split(',')), lambda: os.kill(os.getpid(), signal.SIGKILL)))
+        learn = build(cbs=cbs, dropout=0.2, momentum=0.9)
+        with learn.distrib_ctx(timeout=60):
+            learn.fit(3, resume=True if a.resume else None)
+        res['weights'] = weights(learn)
+    elif a.mode == 'kill':
+        learn = build(n_train=4096, cbs=[Touch(a.out/f'started{r}')])
+        with learn.distrib_ctx(timeout=60): learn.fit(1000)
+    else: sys.exit(f'unknown mode {a.mode}')
+    torch.save(res, a.out/f'rank{r}.pt')
+
+
+if __name__ == '__main__': main()
