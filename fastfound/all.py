@@ -6,8 +6,8 @@
 __all__ = []
 
 # %% ../nbs/14_all.ipynb #ae97c40f
-from . import (callbacks, checkpoint, data, events, files, hooks, inference, init, learner, models,
-                       schedule, state, training)
+from . import (callbacks, checkpoint, data, events, files, hooks, inference, init, interpret, learner,
+                       models, schedule, state, training)
 from .init import *
 from .files import *
 from .state import *
@@ -21,7 +21,8 @@ from .checkpoint import *
 from .inference import *
 from .training import *
 from .models import *
+from .interpret import *
 
 _mods = (init, files, state, data, events, learner, callbacks, schedule, hooks, checkpoint, inference, training,
-         models)
+         models, interpret)
 __all__ = [n for m in _mods for n in m.__all__]
