@@ -15,7 +15,8 @@ from .events import Callback
 from .learner import Learner
 
 # %% auto #0
-__all__ = ['Row', 'Hook', 'Hooks', 'n_hooks', 'Summary', 'model_summary', 'watched', 'HooksCallback', 'ActivationStats']
+__all__ = ['SummaryRow', 'Hook', 'Hooks', 'n_hooks', 'Summary', 'model_summary', 'watched_modules', 'HooksCallback',
+           'ActivationStats']
 
 # %% ../nbs/09_hooks.ipynb #4401230a
 class Hook:
@@ -74,8 +75,8 @@ def _si(v:float)->str:
         if abs(v) >= d: return f'{v/d:.3g}{s}'
     return f'{v:.3g}'
 
-Row = namedtuple('Row', 'name type out params inp flops')
-Row.__doc__ = "One layer of a `Summary`: output shape, parameters, input shape, FLOPs per item."
+SummaryRow = namedtuple('SummaryRow', 'name type out params inp flops')
+SummaryRow.__doc__ = "A layer of a `Summary`: its shapes, parameters and FLOPs per item."
 
 class Summary:
     "A table of a model's layers: name, type, shapes in and out, parameters and FLOPs; the totals."
@@ -121,7 +122,7 @@ def model_summary(model:nn.Module, # the model to describe
         for m,t in modes.items(): m.training = t
     by_mod, k = fc.get_flop_counts(), _n_items(xb)
     fl = lambda n: sum(by_mod.get(root if n == root else f'{root}.{n}', {}).values()) / k
-    rows = [Row(names[m], type(m).__name__, o, _n(m.parameters()), i, fl(names[m]))
+    rows = [SummaryRow(names[m], type(m).__name__, o, _n(m.parameters()), i, fl(names[m]))
             for m,o,i in rows]
     ps = list(model.parameters())
     n_train = _n(p for p in ps if p.requires_grad)
@@ -131,7 +132,7 @@ def model_summary(model:nn.Module, # the model to describe
 def _is_types(o)->bool: return isinstance(o, type) or (isinstance(o, tuple) and bool(o)
                                                          and all(isinstance(t, type) for t in o))
 
-def watched(model:nn.Module, # the model to search
+def watched_modules(model:nn.Module, # the model to search
             mods=None, # `None`, a class or tuple of classes, a function `f(module)->bool`, modules
            )->list:
     "The modules of `model` that `mods` names (see `HooksCallback`)."
@@ -157,7 +158,7 @@ class HooksCallback(Callback):
         if (self.on_train if mod.training else self.on_valid): self.f(hook, mod, inp, out)
 
     def before_fit(self):
-        mods = watched(self.model, self.mods)
+        mods = watched_modules(self.model, self.mods)
         if not mods:
             raise ValueError(f'{type(self).__name__}: mods={self.mods!r} matches no module')
         self.hooks = Hooks(mods, self._f)

@@ -15,7 +15,7 @@ from .learner import Learner
 import fastfound.inference  # noqa: F401 (`Learner.get_preds`)
 
 # %% auto #0
-__all__ = ['show_image', 'get_grid', 'show_images', 'vocab_of', 'label', 'ClassificationInterpretation']
+__all__ = ['show_image', 'get_grid', 'show_images', 'vocab_of', 'label_name', 'ClassificationInterpretation']
 
 # %% ../nbs/11f_interpret.ipynb #7a671da0
 def _img(x)->Tensor:
@@ -83,7 +83,7 @@ def vocab_of(dls, # `DataLoaders`, or anything with a `vocab`
     "The class names for `dls`: `vocab` if given, else `dls.vocab`, else `None` (show the indices)."
     return vocab if vocab is not None else getattr(dls, 'vocab', None)
 
-def label(y, # a class index, an int or a one-element tensor
+def label_name(y, # a class index, an int or a one-element tensor
           vocab=None)->str:
     "The name of class `y` in `vocab`, or the index itself without one."
     i = int(y)
@@ -103,7 +103,7 @@ def show_batch(self:DataLoaders, b=None, # a batch `(x, y)`; `None`: the first t
     "The first `max_n` images of a batch, titled with their labels; returns the axes."
     xb, yb = _one_batch(self.train) if b is None else b
     n, vocab = min(max_n, len(xb)), vocab_of(self, vocab)
-    return show_images(xb[:n], titles=[label(y, vocab) for y in yb[:n]], **kwargs)
+    return show_images(xb[:n], titles=[label_name(y, vocab) for y in yb[:n]], **kwargs)
 
 # %% ../nbs/11f_interpret.ipynb #76cbc9c5
 @patch
@@ -118,7 +118,7 @@ def show_results(self:Learner, dl=None, # batches `(x, y)`; `None`: `dls.valid`
     xb, yb = xb[:max_n], yb[:max_n]
     preds, _ = self.get_preds([(xb, yb)])
     dec, vocab = preds.argmax(-1), vocab_of(self.dls, vocab)
-    titles = [f'{label(y, vocab)}\n{label(p, vocab)}' for y, p in zip(yb, dec)]
+    titles = [f'{label_name(y, vocab)}\n{label_name(p, vocab)}' for y, p in zip(yb, dec)]
     axs = show_images(xb, titles=titles, **kwargs)
     for ax, y, p in zip(axs, yb, dec): ax.title.set_color('green' if int(y) == int(p) else 'red')
     return axs
@@ -180,7 +180,7 @@ def plot_confusion_matrix(self:ClassificationInterpretation,
     n = self.n_classes
     if ax is None: ax = plt.subplots(figsize=figsize or (max(4, 0.6 * n + 2),) * 2)[1]
     ax.imshow(cm.numpy(), interpolation='nearest', cmap=cmap)
-    names = [label(i, self.vocab) for i in range(n)]
+    names = [label_name(i, self.vocab) for i in range(n)]
     ax.set_xticks(range(n), names, rotation=90)
     ax.set_yticks(range(n), names)
     ax.set(title=title, xlabel='Predicted', ylabel='Actual')
@@ -212,7 +212,7 @@ def plot_top_losses(self:ClassificationInterpretation, k:int=9, # how many items
     losses, idx = self.top_losses(k, largest)
     probs = self.preds[idx].float().softmax(-1)
     dec, v = self.decoded[idx], self.vocab
-    titles = [f'{label(p, v)} / {label(t, v)}\n{float(l):.2f} / {float(pr[p]):.2f}'
+    titles = [f'{label_name(p, v)} / {label_name(t, v)}\n{float(l):.2f} / {float(pr[p]):.2f}'
               for p, t, l, pr in zip(dec, self.targs[idx], losses, probs)]
     kwargs.setdefault('suptitle', 'Prediction / Actual\nLoss / Probability')
     kwargs.setdefault('imsize', 2.2)
@@ -228,4 +228,4 @@ def most_confused(self:ClassificationInterpretation,
     cm.fill_diagonal_(0)
     pairs = [(int(cm[i, j]), i, j) for i, j in (cm >= max(min_val, 1)).nonzero().tolist()]
     pairs.sort(key=lambda c: (-c[0], c[1], c[2]))
-    return [(label(i, self.vocab), label(j, self.vocab), n) for n, i, j in pairs]
+    return [(label_name(i, self.vocab), label_name(j, self.vocab), n) for n, i, j in pairs]

@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 from torch import nn
 from fastfound.data import DataLoaders, TensorLoader
 from fastfound.learner import Learner
-from fastfound.interpret import ClassificationInterpretation, show_images, label
+from fastfound.interpret import ClassificationInterpretation, show_images, label_name
 
 NAMES = ('ant', 'bee', 'cat', 'dog')
 
@@ -127,7 +127,7 @@ def test_show_batch_leaves_the_rng_alone_and_works_without_names():
     axs = learn.dls.show_batch(max_n=4)
     assert torch.equal(torch.random.get_rng_state(), s) and len(axs) == 4
     assert all(ax.get_title() in {'0', '1', '2', '3'} for ax in axs)
-    assert label(2, None) == '2' and label(torch.tensor(1), NAMES) == 'bee'
+    assert label_name(2, None) == '2' and label_name(torch.tensor(1), NAMES) == 'bee'
 
 def test_bad_input_clear_errors():
     with pytest.raises(ValueError, match='square number'): show_images([torch.zeros(10)])
