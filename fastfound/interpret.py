@@ -80,8 +80,11 @@ def show_images(ims, # image tensors, or one tensor with the images along its fi
 # %% ../nbs/11f_interpret.ipynb #2137f3fc
 def vocab_of(dls, # `DataLoaders`, or anything with a `vocab`
              vocab=None)->list|None: # an explicit list of class names wins
-    "The class names for `dls`: `vocab` if given, else `dls.vocab`, else `None` (show the indices)."
-    return vocab if vocab is not None else getattr(dls, 'vocab', None)
+    "The class names: `vocab` if given, else `dls.vocab`, else its loaders' `vocab`, else `None`."
+    if vocab is not None: return vocab
+    for o in (dls, getattr(dls, 'train', None), getattr(dls, 'valid', None)):
+        if getattr(o, 'vocab', None) is not None: return o.vocab
+    return None
 
 def label_name(y, # a class index, an int or a one-element tensor
           vocab=None)->str:

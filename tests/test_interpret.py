@@ -136,3 +136,10 @@ def test_bad_input_clear_errors():
         ClassificationInterpretation(None, torch.zeros(2, 3), torch.zeros(3), torch.zeros(2))
     with pytest.raises(ValueError, match='needs the inputs'):
         ClassificationInterpretation(None, torch.zeros(2, 3), torch.zeros(2), torch.zeros(2)).plot_top_losses()
+
+def test_vocab_from_the_loaders():
+    learn, x, y = learner(vocab=None)
+    learn.dls.train.vocab = NAMES                          # a loader that carries its class names
+    assert [ax.get_title() for ax in learn.dls.show_batch(b=(x[:3], y[:3]))] == [NAMES[int(t)] for t in y[:3]]
+    assert ClassificationInterpretation.from_learner(learn).vocab == NAMES
+    assert ClassificationInterpretation.from_learner(learn, vocab=list('abcd')).most_confused()[0][0] in 'abcd'
