@@ -12,7 +12,7 @@ from torch import Tensor
 from .data import DataLoaders
 from .events import Callback
 from .learner import Learner
-import fastfound.inference  # noqa: F401 (`Learner.get_preds`)
+from . import inference  # noqa: F401 (it gives `Learner.get_preds`)
 
 # %% auto #0
 __all__ = ['show_image', 'get_grid', 'show_images', 'vocab_of', 'label_name', 'ClassificationInterpretation']
