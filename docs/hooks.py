@@ -669,7 +669,8 @@ def callbacks_page(mods:list, lib:str='fastfound', root:Path=ROOT) -> str:
         'not run, its `cleanup_` event does.', '', *ev_rows, ''])
 
 CALLBACKS_URI = 'callback_index.md'
-GUIDES = [('Study guide', 'study_guide.md'), ('Callbacks and events', CALLBACKS_URI)]  # pages in docs/ or generated
+GUIDES = [('Study guide', 'study_guide.md'), ('Callbacks and events', CALLBACKS_URI),
+          ('Coming from miniai', 'miniai.md')]  # pages in docs/ or generated
 
 README_HEAD = '<!-- This file is generated from nbs/index.ipynb by the docs build (`make docs`): edit the notebook. -->\n\n'
 

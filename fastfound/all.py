@@ -6,9 +6,10 @@
 __all__ = []
 
 # %% ../nbs/14_all.ipynb #ae97c40f
-from . import (callbacks, checkpoint, data, events, files, hooks, inference, init, learner, models,
-                       schedule, state, training)
-from . import distributed as _distributed, ranks  # noqa: F401 (ranks: imported by name, not starred)
+from . import (callbacks, checkpoint, data, events, files, hooks, inference, init, interpret,
+                       learner, models, schedule, state, training)
+from . import distributed as _distributed
+from . import ranks  # noqa: F401 (imported by name, not starred: `rank`, `broadcast` are generic)
 from .init import *
 from .files import *
 from .state import *
@@ -23,7 +24,8 @@ from .inference import *
 from .training import *
 from .models import *
 from .distributed import *
+from .interpret import *
 
-_mods = (init, files, state, data, events, learner, callbacks, schedule, hooks, checkpoint, inference, training,
-         models, _distributed)
+_mods = (init, files, state, data, events, learner, callbacks, schedule, hooks, checkpoint, inference,
+         training, models, _distributed, interpret)
 __all__ = [n for m in _mods for n in m.__all__]

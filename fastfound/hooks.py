@@ -4,16 +4,19 @@
 
 # %% ../nbs/09_hooks.ipynb #d9108c17
 from __future__ import annotations
+from collections import namedtuple
 from functools import partial
 import numpy as np, torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 import matplotlib.pyplot as plt
 from fastcore.basics import patch
 from .events import Callback
 from .learner import Learner
 
 # %% auto #0
-__all__ = ['Hook', 'Hooks', 'n_hooks', 'Summary', 'model_summary', 'HooksCallback', 'ActivationStats']
+__all__ = ['SummaryRow', 'Hook', 'Hooks', 'n_hooks', 'Summary', 'model_summary', 'watched_modules', 'HooksCallback',
+           'ActivationStats']
 
 # %% ../nbs/09_hooks.ipynb #4401230a
 class Hook:
@@ -55,64 +58,109 @@ def n_hooks(model:nn.Module)->int:
 def _shape(o):
     if isinstance(o, torch.Tensor): return tuple(o.shape)
     if isinstance(o, (tuple, list)): return type(o)(_shape(x) for x in o)
+    if isinstance(o, dict): return {k: _shape(v) for k,v in o.items()}
     return type(o).__name__
 
 def _n(ps): return sum(p.numel() for p in ps)
 
+def _n_items(xb)->int:
+    "The batch size: the first dimension of the first tensor in `xb`."
+    if isinstance(xb, torch.Tensor): return len(xb) if xb.ndim else 1
+    vals = xb.values() if isinstance(xb, dict) else xb if isinstance(xb, (tuple, list)) else ()
+    return next((_n_items(v) for v in vals if isinstance(v, (torch.Tensor, tuple, list, dict))), 1)
+
+def _si(v:float)->str:
+    "`1234567` -> `'1.23M'`."
+    for d,s in ((1e12, 'T'), (1e9, 'G'), (1e6, 'M'), (1e3, 'k')):
+        if abs(v) >= d: return f'{v/d:.3g}{s}'
+    return f'{v:.3g}'
+
+SummaryRow = namedtuple('SummaryRow', 'name type out params inp flops')
+SummaryRow.__doc__ = "A layer of a `Summary`: its shapes, parameters and FLOPs per item."
+
 class Summary:
-    "A table of a model's layers: name, type, output shape and parameter count, with the totals."
-    cols = 'Layer','Type','Output shape','Params'
-    def __init__(self, rows:list, n_params:int, n_train:int, in_shape):
+    "A table of a model's layers: name, type, shapes in and out, parameters and FLOPs; the totals."
+    cols = 'Layer','Type','Input shape','Output shape','Params','FLOPs'
+    def __init__(self, rows:list, n_params:int, n_train:int, in_shape, flops:float=0.):
         self.rows,self.n_params,self.n_train,self.in_shape = rows,n_params,n_train,in_shape
-    def _cells(self): return [(n, t, str(s), f'{p:,}') for n,t,s,p in self.rows]
+        self.flops = flops
+    def _cells(self):
+        return [(r.name, r.type, str(r.inp), str(r.out), f'{r.params:,}', _si(r.flops))
+                for r in self.rows]
     def _foot(self):
         frozen = self.n_params - self.n_train
         return (f'Input {self.in_shape}. Total parameters: {self.n_params:,}'
-                + (f' ({self.n_train:,} trainable, {frozen:,} frozen)' if frozen else ' (all trainable)'))
+                + (f' ({self.n_train:,} trainable, {frozen:,} frozen)' if frozen else ' (all trainable)')
+                + f'. FLOPs per item: {_si(self.flops)}')
     def __repr__(self):
         cells = [self.cols] + self._cells()
-        w = [max(len(r[i]) for r in cells) for i in range(4)]
-        fmt = lambda r: '  '.join(c.ljust(w[i]) if i < 3 else c.rjust(w[i]) for i,c in enumerate(r))
-        return '\n'.join([fmt(cells[0]), '-'*(sum(w)+6)] + [fmt(r) for r in cells[1:]] + [self._foot()])
+        w = [max(len(r[i]) for r in cells) for i in range(6)]
+        fmt = lambda r: '  '.join(c.ljust(w[i]) if i < 4 else c.rjust(w[i]) for i,c in enumerate(r))
+        rule = '-' * (sum(w) + 2 * (len(w) - 1))
+        return '\n'.join([fmt(cells[0]), rule] + [fmt(r) for r in cells[1:]] + [self._foot()])
     def _repr_markdown_(self):
-        lines = ['| ' + ' | '.join(self.cols) + ' |', '|---|---|---|---:|']
+        lines = ['| ' + ' | '.join(self.cols) + ' |', '|---|---|---|---|---:|---:|']
         lines += ['| ' + ' | '.join(f'`{c}`' if i == 0 else c for i,c in enumerate(r)) + ' |' for r in self._cells()]
         return '\n'.join(lines) + '\n\n' + self._foot()
 
 def model_summary(model:nn.Module, # the model to describe
                   xb)->Summary:     # one input batch (a tensor, or a tuple of the model's positional inputs)
-    "Run `xb` through `model` once, without side effects, and tabulate each leaf layer's output shape and parameters."
-    names = {m: n or type(m).__name__ for n,m in model.named_modules()}
+    "Run `xb` through `model` once, without side effects; each leaf's shapes, params and FLOPs."
+    root = type(model).__name__
+    names = {m: n or root for n,m in model.named_modules()}
     leaves = [m for m in model.modules() if next(m.children(), None) is None]
     rows = []
     def record(hook, mod, inp, out):
-        rows.append((names[mod], type(mod).__name__, _shape(out), _n(mod.parameters())))
+        rows.append((mod, _shape(out), _shape(inp[0] if len(inp) == 1 else inp)))
     modes = {m: m.training for m in model.modules()}
     args = xb if isinstance(xb, (tuple, list)) else (xb,)
     try:
         model.eval()
-        with torch.no_grad(), Hooks(leaves, record): model(*args)
+        with torch.no_grad(), Hooks(leaves, record), FlopCounterMode(display=False) as fc:
+            model(*args)
     finally:
         for m,t in modes.items(): m.training = t
+    by_mod, k = fc.get_flop_counts(), _n_items(xb)
+    fl = lambda n: sum(by_mod.get(root if n == root else f'{root}.{n}', {}).values()) / k
+    rows = [SummaryRow(names[m], type(m).__name__, o, _n(m.parameters()), i, fl(names[m]))
+            for m,o,i in rows]
     ps = list(model.parameters())
-    return Summary(rows, _n(ps), _n(p for p in ps if p.requires_grad), _shape(xb))
+    n_train = _n(p for p in ps if p.requires_grad)
+    return Summary(rows, _n(ps), n_train, _shape(xb), fc.get_total_flops() / k)
 
 # %% ../nbs/09_hooks.ipynb #82c26bb5
+def _is_types(o)->bool: return isinstance(o, type) or (isinstance(o, tuple) and bool(o)
+                                                         and all(isinstance(t, type) for t in o))
+
+def watched_modules(model:nn.Module, # the model to search
+            mods=None, # `None`, a class or tuple of classes, a function `f(module)->bool`, modules
+           )->list:
+    "The modules of `model` that `mods` names (see `HooksCallback`)."
+    if mods is None: return list(model.children())
+    if isinstance(mods, nn.Module): return [mods]
+    if _is_types(mods): return [m for m in model.modules() if isinstance(m, mods)]
+    if callable(mods): return [m for m in model.modules() if mods(m)]
+    return list(mods)
+
 class HooksCallback(Callback):
     "Hook `f` onto layers of the model for each fit; the hooks are removed however the fit ends."
     run_lr_find = False
     def __init__(self,
                  f,               # called as `f(hook, module, input, output)`
-                 mods=None,       # the modules to watch; `None`: the model's children
+                 mods=None,       # `None`: the children; a class, a filter `f(module)->bool`, list
                  on_train:bool=True, on_valid:bool=False): # in which phases `f` runs
-        self.f,self.mods,self.on_train,self.on_valid = f,mods,on_train,on_valid
+        keep = mods is None or isinstance(mods, nn.Module) or _is_types(mods) or callable(mods)
+        self.f,self.on_train,self.on_valid = f,on_train,on_valid
+        self.mods = mods if keep else list(mods)  # a generator is read once, here
         self.hooks = Hooks([], None)
 
     def _f(self, hook, mod, inp, out):
         if (self.on_train if mod.training else self.on_valid): self.f(hook, mod, inp, out)
 
     def before_fit(self):
-        mods = list(self.model.children()) if self.mods is None else list(self.mods)
+        mods = watched_modules(self.model, self.mods)
+        if not mods:
+            raise ValueError(f'{type(self).__name__}: mods={self.mods!r} matches no module')
         self.hooks = Hooks(mods, self._f)
 
     def cleanup_fit(self): self.hooks.remove()
@@ -121,7 +169,7 @@ class HooksCallback(Callback):
 class ActivationStats(HooksCallback):
     "Record each watched layer's output mean, std, near-zero fraction and histogram of |output| for every training batch."
     def __init__(self,
-                 mods=None,             # the modules to watch; `None`: the model's children
+                 mods=None,             # which modules (see `HooksCallback`); `None`: the children
                  bins:int=40,           # histogram bins
                  hist_max:float=10.,    # the histogram covers |output| in [0, hist_max]
                  eps:float|None=None):  # "near zero" threshold; `None`: one bin, `hist_max/bins`
@@ -187,6 +235,7 @@ class ActivationStats(HooksCallback):
         ax.set_title(f'fraction of |outputs| < {self.eps:g}')
         ax.legend(fontsize=8)
         return ax
+    dead_chart = plot_near_zero  # miniai's name for it
 
 # %% ../nbs/09_hooks.ipynb #8a51d532
 @patch

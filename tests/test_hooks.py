@@ -129,5 +129,57 @@ def test_summary_changes_nothing_and_counts_right():
     assert s.n_params == sum(p.numel() for p in m.parameters()) == sum(r[3] for r in s.rows)
     assert s.n_params - s.n_train == 6*16
     text, md = repr(s), s._repr_markdown_()
-    assert '96 frozen' in text and '| `1.1` | BatchNorm1d | (32, 16) | 32 |' in md
+    assert '96 frozen' in text and '| `1.1` | BatchNorm1d | (32, 16) | (32, 16) | 32 | 0 |' in md
     assert learn.summary(torch.randn(5, 6)).rows[-1][2] == (5, 3)
+
+def test_summary_shapes_in_and_flops_by_hand():
+    m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 3, stride=2, groups=2),
+                      nn.Flatten(), nn.Linear(2*3*3, 5))
+    s = model_summary(m, torch.randn(7, 3, 8, 8))
+    assert [r.inp for r in s.rows] == [(7, 3, 8, 8), (7, 4, 8, 8), (7, 4, 8, 8), (7, 2, 3, 3), (7, 18)]
+    assert [r.out for r in s.rows] == [(7, 4, 8, 8), (7, 4, 8, 8), (7, 2, 3, 3), (7, 18), (7, 5)]
+    want = [2*4*3*9*64, 0, 2*2*2*9*9, 0, 2*18*5]       # 2 x multiply-adds per item, grouped conv included
+    assert [r.flops for r in s.rows] == want and s.flops == sum(want)
+    assert s.in_shape == (7, 3, 8, 8) and 'FLOPs per item: 14.7k' in repr(s)
+
+def test_summary_counts_flops_outside_leaves():
+    class Res(nn.Module):
+        def __init__(self): super().__init__(); self.lin = nn.Linear(4, 4)
+        def forward(self, x): return self.lin(x) + x @ torch.ones(4, 4)   # a matmul in the parent's forward
+    s = model_summary(Res(), torch.randn(3, 4))
+    assert [r.flops for r in s.rows] == [2*4*4] and s.flops == 2 * 2*4*4
+
+@pytest.mark.parametrize('cls', [HooksCallback, ActivationStats])
+def test_a_generator_of_modules_hooks_the_same_modules_every_fit(cls):
+    learn = learner(default_cbs=False)
+    gen = (m for m in learn.model.modules() if isinstance(m, nn.ReLU))
+    cb = cls(lambda h, *a: None, gen) if cls is HooksCallback else cls(gen)
+    for _ in range(2):
+        learn.fit(1, cbs=cb)
+        assert [type(h.m) for h in cb.hooks] == [nn.ReLU, nn.ReLU] and n_hooks(learn.model) == 0
+    if cls is ActivationStats: assert cb.stats().shape == (2, 8, 3)
+
+def test_a_filter_is_resolved_against_the_model_at_each_fit():
+    calls = []
+    astats = ActivationStats(nn.Linear)
+    learn = learner(default_cbs=False)
+    learn.fit(1, cbs=astats)
+    assert astats.stats().shape[:2] == (3, 8)
+    learn.model[2] = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))   # the model changes
+    learn.fit(1, cbs=astats)
+    assert [h.m for h in astats.hooks] == [m for m in learn.model.modules() if isinstance(m, nn.Linear)]
+    assert astats.stats().shape[:2] == (4, 8)
+    pick = HooksCallback(lambda h, *a: calls.append(h.m), lambda m: isinstance(m, nn.BatchNorm1d))
+    learn.fit(1, cbs=pick)
+    assert len(calls) == 8 and all(isinstance(m, nn.BatchNorm1d) for m in calls)
+    other = learner(default_cbs=False)                      # the same callback on another learner's model
+    other.fit(1, cbs=astats)
+    assert all(any(h.m is m for m in other.model.modules()) for h in astats.hooks)
+
+def test_mods_that_match_nothing_fail_before_training():
+    learn = learner(default_cbs=False)
+    w = learn.model[0][0].weight.clone()
+    with pytest.raises(ValueError, match='matches no module'): learn.fit(1, cbs=ActivationStats(nn.Conv2d))
+    with pytest.raises(ValueError, match='matches no module'):
+        learn.fit(1, cbs=HooksCallback(lambda *a: None, lambda m: False))
+    assert torch.equal(learn.model[0][0].weight, w) and n_hooks(learn.model) == 0

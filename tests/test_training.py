@@ -347,3 +347,108 @@ class DropOdd(Callback):
     def before_batch(self):
         if self.bs is None: self.bs = len(self.learn.xb)
         if len(self.learn.xb) != self.bs: raise CancelBatchException()
+
+
+# SingleBatchCB and LRSchedulerCB (the miniai port's pieces)
+from torch.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR, ReduceLROnPlateau, StepLR
+from fastfound.training import LRSchedulerCB, SingleBatchCB
+
+
+def test_single_batch_steps_once_and_runs_every_cleanup():
+    seen = []
+    class Watch(Callback):
+        def after_batch(self): seen.append('after_batch')
+        def cleanup_train(self): seen.append('cleanup_train')
+        def before_validate(self): seen.append('validate')
+        def cleanup_fit(self): seen.append('cleanup_fit')
+    learn = learner(cbs=[SingleBatchCB(), Watch()], opt_func=torch.optim.SGD)
+    x, y = data()
+    m = model()
+    F.cross_entropy(m(x[:16]), y[:16]).backward()
+    with torch.no_grad():
+        for p in m.parameters(): p -= 0.1 * p.grad
+    learn.fit(5)
+    assert_close(learn.model.parameters(), m.parameters())
+    assert seen == ['after_batch', 'cleanup_train', 'cleanup_fit'] and len(learn.recorder.losses) == 1
+    learn.remove_cbs(learn.single_batch_cb)
+    learn.fit(1)                                            # the learner trains normally afterwards
+    assert len(learn.recorder.losses) == 6
+
+
+def hand_lrs(make, per, n_epochs, n_batches=6, lrs=(0.1,)):
+    "Each batch's rates, every group, with the scheduler stepped by hand on an optimizer like the learner's."
+    m = model()
+    rest = [p for p in m.parameters() if p is not m[0].weight]
+    opt = SGD([{'params': [m[0].weight]}, {'params': rest}] if len(lrs) > 1 else m.parameters(), lr=lrs[0])
+    for g, lr in zip(opt.param_groups, lrs): g['lr'] = lr
+    sched, out = make(opt), []
+    for _ in range(n_epochs):
+        for _ in range(n_batches):
+            out.append([g['lr'] for g in opt.param_groups])
+            if per == 'batch': sched.step()
+        if per == 'epoch': sched.step()
+    return out
+
+
+class GroupLrs(Callback):
+    order = 15
+    def before_fit(self): self.lrs = []
+    def after_batch(self):
+        if self.learn.training: self.lrs.append([g['lr'] for g in self.learn.opt.param_groups])
+
+
+@pytest.mark.parametrize('make,per', [(partial(OneCycleLR, max_lr=0.5, total_steps=18), 'batch'),
+                                      (partial(CosineAnnealingLR, T_max=17), 'batch'),
+                                      (partial(StepLR, step_size=1, gamma=0.3), 'epoch')])
+def test_lr_scheduler_cb_sets_torch_s_rates(make, per):
+    watch = GroupLrs()
+    learn = learner(cbs=[LRSchedulerCB(make, per), watch])
+    learn.fit(3)
+    torch.testing.assert_close(torch.tensor(watch.lrs), torch.tensor(hand_lrs(make, per, 3)), rtol=1e-12, atol=0)
+    assert [[l] for l in learn.recorder.lrs] == watch.lrs      # the Recorder notes the rate the batch used
+
+
+def test_lr_scheduler_cb_keeps_the_groups_ratios():
+    watch = GroupLrs()
+    learn = learner(cbs=[LRSchedulerCB(partial(StepLR, step_size=1, gamma=0.5), 'epoch'), watch])
+    learn.opt = SGD([{'params': [learn.model[0].weight]},
+                     {'params': [p for p in learn.model.parameters() if p is not learn.model[0].weight]}], lr=0.1)
+    learn.opt.param_groups[0]['lr'] = 0.01
+    learn.fit(2)
+    want = hand_lrs(partial(StepLR, step_size=1, gamma=0.5), 'epoch', 2, lrs=(0.01, 0.1))
+    torch.testing.assert_close(torch.tensor(watch.lrs), torch.tensor(want), rtol=1e-12, atol=0)
+    assert watch.lrs[0] == [0.01, 0.1] and watch.lrs[-1] == [0.005, 0.05]
+
+
+def test_lr_scheduler_cb_resumes_the_schedule(tmp_path):
+    from fastfound.checkpoint import Checkpoint
+    make = partial(StepLR, step_size=1, gamma=0.5)
+    whole = learner(cbs=[LRSchedulerCB(make, 'epoch')])
+    whole.fit(4)
+    class Crash(Callback):
+        def before_epoch(self):
+            if self.epoch == 2: raise RuntimeError('crash')
+    a = learner(cbs=[LRSchedulerCB(make, 'epoch'), Checkpoint(tmp_path), Crash()])
+    with pytest.raises(RuntimeError, match='crash'): a.fit(4)
+    b = learner(cbs=[LRSchedulerCB(make, 'epoch'), Checkpoint(tmp_path)])
+    with torch.no_grad():
+        for p in b.model.parameters(): p.zero_()              # the checkpoint must bring the weights
+    b.fit(4, resume=True)
+    assert b.recorder.lrs == whole.recorder.lrs                # 0.1 x 6, 0.05 x 6, 0.025 x 6, 0.0125 x 6
+    assert_close(b.model.parameters(), whole.model.parameters())
+
+
+def test_lr_scheduler_cb_plateau_and_errors():
+    learn = learner(cbs=[LRSchedulerCB(partial(ReduceLROnPlateau, factor=0.5, patience=0), 'epoch',
+                                       monitor='train_loss')], lr=1e-5)
+    learn.fit(4)
+    opt = SGD(model().parameters(), lr=1e-5)
+    s = ReduceLROnPlateau(opt, factor=0.5, patience=0)
+    for v in learn.recorder.values: s.step(v['train_loss'])
+    assert learn.opt.param_groups[0]['lr'] == opt.param_groups[0]['lr'] < 1e-5
+    with pytest.raises(ValueError, match="'batch' or 'epoch'"): LRSchedulerCB(StepLR, per='iter')
+    class OwnStep(Callback):                                # a step of its own, no optimizer
+        def step(self): pass
+        def zero_grad(self): pass
+    with pytest.raises(ValueError, match='needs an optimizer'):
+        learner(cbs=[LRSchedulerCB(StepLR), OwnStep()], opt_func=None).fit(1)
