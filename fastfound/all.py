@@ -6,7 +6,7 @@
 __all__ = []
 
 # %% ../nbs/14_all.ipynb #ae97c40f
-from . import (callbacks, checkpoint, data, events, files, hooks, inference, init, learner, models,
+from . import (augment, callbacks, checkpoint, data, events, files, hooks, inference, init, learner, models,
                        schedule, state, training)
 from .init import *
 from .files import *
@@ -21,7 +21,8 @@ from .checkpoint import *
 from .inference import *
 from .training import *
 from .models import *
+from .augment import *
 
 _mods = (init, files, state, data, events, learner, callbacks, schedule, hooks, checkpoint, inference, training,
-         models)
+         models, augment)
 __all__ = [n for m in _mods for n in m.__all__]
