@@ -24,7 +24,7 @@ def conv(ni:int, # input channels
     if not act: return [nn.Conv2d(ni, nf, 3, 2, 1)]
     return [nn.Conv2d(ni, nf, 3, 2, 1, bias=False), nn.BatchNorm2d(nf), nn.ReLU()]
 
-CNN_WIDTH = 16  # the default CNN's first width: 16-32-64-128 channels
+CNN_WIDTH = 20  # the default CNN's first width: 20-40-80-160 channels
 
 def cnn(widths:tuple|int=CNN_WIDTH, # the channels after each stride-2 convolution; an int `w`: w, 2w, 4w, 8w
        )->nn.Module:

@@ -25,7 +25,7 @@ def test_fit_one_epoch_on_the_sample(tmp_path):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     head = next(i for i, l in enumerate(lines) if l.startswith('epoch'))
-    assert lines[head - 1].startswith('recipe: cnn 16-32-64-128, 1 epoch, lr 0.01, bs 256, float32')  # before
+    assert lines[head - 1].startswith('recipe: cnn 20-40-80-160, 1 epoch, lr 0.01, bs 256, float32')  # before
     assert lines[head].split() == ['epoch', 'train_loss', 'train_accuracy', 'time']  # no hold-out: no valid
     assert lines[head + 1].split()[0] == '0'
     acc = float(next(l for l in lines if l.startswith('test accuracy:')).split()[2])
@@ -35,7 +35,7 @@ def test_fit_one_epoch_on_the_sample(tmp_path):
     assert (out/'loss.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert (out/'model.pth').stat().st_mode & 0o777 == (out/'history.csv').stat().st_mode & 0o777
     learn = load_learner(out/'model.pth', cnn)                # the default width loads into the default CNN
-    assert learn.meta['model'] == 'cnn' and learn.meta['width'] == 16
+    assert learn.meta['model'] == 'cnn' and learn.meta['width'] == 20
     assert '\r' not in r.stdout                                # not a terminal: no progress bars
 
 
