@@ -105,7 +105,7 @@ def _check(p:argparse.ArgumentParser, a:argparse.Namespace):
     why = _writable(a.out)
     if why: p.error(f'--out {a.out}: cannot write there: {why}')
 
-# %% ../nbs/12_cli.ipynb #2dfe8767
+# %% ../nbs/12_cli.ipynb #d302dcbb
 def reuse_memory(nbytes:int=1 << 30, # keep freed blocks up to this size in the heap
                 )->bool: # whether the C library took the setting (glibc's `mallopt`)
     "Ask the C library's malloc to keep freed memory for reuse instead of returning it each time."
@@ -114,7 +114,7 @@ def reuse_memory(nbytes:int=1 << 30, # keep freed blocks up to this size in the 
     f.argtypes, f.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     return f(-3, nbytes) == 1 and f(-1, nbytes) == 1  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
 
-# %% ../nbs/12_cli.ipynb #4462e2cb
+# %% ../nbs/12_cli.ipynb #293392c8
 class UsageError(Exception):
     "Bad input found once the run has started (corrupt data): `main` exits 2 with the message."
 class RunError(Exception):
@@ -141,7 +141,7 @@ def load_data(a:argparse.Namespace)->tuple:
     return DataLoaders(TensorLoader(xt[ti], yt[ti], a.bs, shuffle=True, **kw), valid), \
            TensorLoader(xs, ys, 2*a.bs, **kw)
 
-# %% ../nbs/12_cli.ipynb #aa644b99
+# %% ../nbs/12_cli.ipynb #a10a238d
 def precision(device:torch.device, # where the model trains
               choice:str='auto', # `--precision`: 'auto', 'float32' or 'bfloat16'
              )->torch.dtype:
@@ -168,7 +168,7 @@ def describe(r:dict)->str:
                              ('tta', 'flip TTA'), ('compile', 'torch.compile')) if r[k]]
     return 'recipe: ' + ', '.join(parts) + '; AdamW, one cycle'
 
-# %% ../nbs/12_cli.ipynb #29a4220d
+# %% ../nbs/12_cli.ipynb #978ffb67
 BACKGROUND = (0 - FMNIST_STATS[0]) / FMNIST_STATS[1]  # a black pixel after normalisation
 
 class _Finite(Callback):
