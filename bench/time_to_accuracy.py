@@ -3,7 +3,8 @@
     python bench/time_to_accuracy.py [--seeds 0,1,2] [--threads N] [--target 0.925] [--budget 60] [-- FIT_ARGS...]
 
 Each seed runs `fastfound fit --seed S --out TMP FIT_ARGS` in a new Python process (imports, data loading and
-training all counted) and the clock stops when the line `test accuracy: X` is printed. It prints each run, then the
+training all counted) and the clock stops when the line `test accuracy: X` is printed. With `-- --valid-pct P` it
+also reports the validation accuracy (the recipe is chosen on that, not on the test accuracy). It prints each run, then the
 median and worst accuracy and wall time, and the 1-minute load average before and after each run: this machine's cores
 may be shared, and the time means little without the load next to it. `--threads N` sets `OMP_NUM_THREADS`
 (torch's intra-op threads) for the child; by default the child chooses.
@@ -23,14 +24,17 @@ def run_fit(seed:int, args:list, threads:int|None=None)->dict:
         cmd = [sys.executable, '-c', FIT, 'fit', '--seed', str(seed), '--out', out, *args]
         load0, t0 = os.getloadavg()[0], time.perf_counter()
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        acc, wall, lines = None, None, []
+        acc, wall, lines, valid, train = None, None, [], None, None
         for line in p.stdout:
             lines.append(line)
             m = re.match(r'test accuracy: ([0-9.]+)', line)
             if m and acc is None: acc, wall = float(m.group(1)), time.perf_counter() - t0
+            if m := re.match(r'validation accuracy: ([0-9.]+)', line): valid = float(m.group(1))
+            if m := re.match(r'training: ([0-9.]+)s', line): train = float(m.group(1))
         rc = p.wait()
     if rc or acc is None: raise RuntimeError(f'fastfound fit --seed {seed} failed (exit {rc}):\n' + ''.join(lines[-20:]))
-    return dict(seed=seed, acc=acc, wall=wall, load=(load0, os.getloadavg()[0]), log=lines)
+    return dict(seed=seed, acc=acc, wall=wall, valid=valid, train=train, load=(load0, os.getloadavg()[0]),
+                log=lines)
 
 def summary(runs:list, target:float, budget:float)->str:
     "Median and worst accuracy and wall time over `runs`, and whether they meet the goal."
@@ -57,6 +61,7 @@ if __name__ == '__main__':
         r = run_fit(s, fit_args, a.threads)
         runs.append(r)
         if a.verbose: print(''.join(r['log']), end='')
-        print(f'  seed {s}: test accuracy {r["acc"]:.4f} in {r["wall"]:.1f}s wall '
+        v = f'validation accuracy {r["valid"]:.4f}, ' if r['valid'] is not None else ''
+        print(f'  seed {s}: {v}test accuracy {r["acc"]:.4f} in {r["wall"]:.1f}s wall, {r["train"]:.1f}s training '
               f'(load average {r["load"][0]:.2f} -> {r["load"][1]:.2f})', flush=True)
     print(summary(runs, a.target, a.budget))

@@ -6,8 +6,8 @@
 __all__ = []
 
 # %% ../nbs/14_all.ipynb #ae97c40f
-from . import (callbacks, checkpoint, data, events, files, hooks, inference, init, interpret,
-                       learner, models, schedule, state, training)
+from . import (augment, callbacks, checkpoint, data, events, files, hooks, inference, init,
+                       interpret, learner, models, schedule, state, training)
 from . import distributed as _distributed
 from . import ranks  # noqa: F401 (imported by name, not starred: `rank`, `broadcast` are generic)
 from .init import *
@@ -24,8 +24,9 @@ from .inference import *
 from .training import *
 from .models import *
 from .distributed import *
+from .augment import *
 from .interpret import *
 
 _mods = (init, files, state, data, events, learner, callbacks, schedule, hooks, checkpoint, inference,
-         training, models, _distributed, interpret)
+         training, models, augment, _distributed, interpret)
 __all__ = [n for m in _mods for n in m.__all__]

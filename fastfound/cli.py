@@ -4,24 +4,30 @@
 
 # %% ../nbs/12_cli.ipynb #d47f9098
 from __future__ import annotations
-import argparse, math, time
+import argparse, contextlib, ctypes, io, math, os, sys, tempfile, time
+from functools import partial
 from pathlib import Path
 import torch
+from fastcore.basics import compose
 import fastfound
-from .checkpoint import *
+from .augment import BatchTransform, random_crop, random_flip
 from .callbacks import CSVLogger
-from .data import FMNIST_CLASSES, FMNIST_FILES, FMNIST_STATS, default_device, fashion_mnist_dls
+from .checkpoint import *
+from .distributed import DistributedCB, launch, process_group
+from .data import (FMNIST_CLASSES, FMNIST_FILES, FMNIST_STATS, DataLoaders, TensorLoader,
+                            default_device, fashion_mnist_path, load_fashion_mnist)
+from .events import Callback
 from .files import atomic_write
 from .learner import DeviceCB, Learner, accuracy
-from .models import MODELS
+from .models import CNN_WIDTH, MODELS
+from .ranks import all_reduce_sum, is_main
 from .schedule import *
 from .state import set_seed
-import contextlib, io, os, sys
-from .distributed import DistributedCB, launch, process_group
-from .ranks import is_main
+from .training import MixedPrecision
 
 # %% auto #0
-__all__ = ['parser', 'fit', 'main']
+__all__ = ['BACKGROUND', 'parser', 'reuse_memory', 'UsageError', 'RunError', 'load_data', 'precision', 'recipe', 'describe',
+           'fit', 'main']
 
 # %% ../nbs/12_cli.ipynb #e3509991
 def _number(kind, lo=0, hi=math.inf, strict=True):
@@ -38,34 +44,60 @@ def _number(kind, lo=0, hi=math.inf, strict=True):
     return parse
 
 def parser()->argparse.ArgumentParser:
-    "The arguments of the `fastfound` command."
+    "The arguments of the `fastfound` command; `parser().commands['fit']` is the parser of `fit`."
     p = argparse.ArgumentParser(prog='fastfound',
                                 description='fastfound: a small, fast, fastai-style deep learning library.')
     p.add_argument('--version', action='version', version=f'fastfound {fastfound.__version__}')
     sub = p.add_subparsers(dest='cmd', metavar='COMMAND', required=True)
     f = sub.add_parser('fit', help='train a model on Fashion-MNIST',
-                       description='Train a model on Fashion-MNIST and report its test accuracy; save model.pth, '
-                       'loss.png and history.csv into --out.')
+                       description='Train a model on Fashion-MNIST and report its test accuracy, scored '
+                       'once at the end; save model.pth, loss.png and history.csv into --out.')
+    Bool = argparse.BooleanOptionalAction
     f.add_argument('--model', choices=sorted(MODELS), default='cnn', help='the network (default: %(default)s)')
-    f.add_argument('--epochs', type=_number(int, hi=10_000), default=5, help='epochs (default: %(default)s)')
+    f.add_argument('--width', type=_number(int, hi=512), default=CNN_WIDTH,
+                   help="cnn: the first convolution's channels, doubled at each of the next three "
+                   '(default: %(default)s)')
+    f.add_argument('--epochs', type=_number(int, hi=10_000), default=None,
+                   help='epochs (default: 8 cnn, 5 mlp)')
     f.add_argument('--bs', type=_number(int, hi=60_000), default=256, help='batch size (default: %(default)s)')
-    f.add_argument('--lr', type=_number(float, hi=100), default=None,
-                   help='peak learning rate (default: 1e-2 cnn, 3e-3 mlp)')
+    f.add_argument('--lr', type=_number(float, hi=1e12), default=None,
+                   help='peak learning rate of the one cycle (default: 1e-2 cnn, 3e-3 mlp)')
+    f.add_argument('--valid-pct', type=_number(float, hi=0.5, strict=False), default=0.,
+                   metavar='P', help='hold out this fraction of the training images (the same ones '
+                   'every run) and report the validation accuracy after each epoch; 0: train on all of '
+                   'them (default: %(default)s)')
+    f.add_argument('--augment', action=Bool, default=True,
+                   help='shift each training image by up to a pixel, mirror half of them (default: on)')
+    f.add_argument('--tta', action=Bool, default=True,
+                   help='score each test image and its mirror image, averaged (default: on)')
+    f.add_argument('--precision', choices=('auto', 'float32', 'bfloat16'), default='auto',
+                   help='auto: bfloat16 autocast on CUDA, float32 on the CPU (default: auto)')
+    f.add_argument('--compile', action=Bool, default=False,
+                   help='torch.compile the model: it pays on CUDA for long runs (default: off)')
     f.add_argument('--data', type=Path, default=None, metavar='PATH',
                    help='a directory with the four Fashion-MNIST .gz files (default: search; see fastfound.data)')
     f.add_argument('--device', default=None, help='cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)')
     f.add_argument('--out', type=Path, default=Path('runs/fit'), metavar='DIR',
-                   help='where to save (default: %(default)s)')
+                   help='where to save; its history.csv is replaced (default: %(default)s)')
     f.add_argument('--seed', type=_number(int, hi=2**32 - 1, strict=False), default=0,
                    help='random seed, 0 to 2**32-1 (default: %(default)s)')
     f.add_argument('--nproc', type=_number(int, hi=1024), default=1, metavar='N',
-                   help='train on N processes through torch.distributed.run (torchrun); --bs is their total '
-                   '(default: %(default)s)')
+                   help='train on N processes through torch.distributed.run (torchrun); --bs is '
+                   'their total (default: %(default)s)')
+    p.commands = {'fit': f}
     return p
 
 # %% ../nbs/12_cli.ipynb #9a1ca097
+def _writable(d:Path)->str|None:
+    "Why files cannot be written into the directory `d` (made if missing), or `None` when they can."
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=d): pass
+    except OSError as e: return e.strerror or type(e).__name__
+    return None
+
 def _check(p:argparse.ArgumentParser, a:argparse.Namespace):
-    "Errors argparse's types cannot see: paths and devices."
+    "Errors argparse's types cannot see, found before any data is loaded: paths and devices."
     if a.data is not None:
         missing = [f for f in FMNIST_FILES if not (a.data/f).is_file()]
         if missing: p.error(f'--data {a.data}: missing {", ".join(missing)}')
@@ -75,40 +107,156 @@ def _check(p:argparse.ArgumentParser, a:argparse.Namespace):
     if a.device.type == 'cuda' and not torch.cuda.is_available():
         p.error(f'--device {a.device}: CUDA is not available here')
     if a.out.exists() and not a.out.is_dir(): p.error(f'--out {a.out}: exists and is not a directory')
+    why = _writable(a.out)
+    if why: p.error(f'--out {a.out}: cannot write there: {why}')
+
+# %% ../nbs/12_cli.ipynb #d302dcbb
+def reuse_memory(nbytes:int=1 << 30, # keep freed blocks up to this size in the heap
+                )->bool: # whether the C library took the setting (glibc's `mallopt`)
+    "Ask the C library's malloc to keep freed memory for reuse instead of returning it each time."
+    try: f = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError): return False
+    f.argtypes, f.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return f(-3, nbytes) == 1 and f(-1, nbytes) == 1  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+
+# %% ../nbs/12_cli.ipynb #293392c8
+class UsageError(Exception):
+    "Bad input found once the run has started (corrupt data): `main` exits 2 with the message."
+class RunError(Exception):
+    "The run failed (the training diverged): `main` exits 1 with the message."
+
+def _split(n:int, pct:float, seed:int=42)->tuple:
+    "`(train_idx, valid_idx)`: a random `pct` of `range(n)` held out, the same for every run."
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    k = round(n * pct)
+    return idx[k:], idx[:k]
+
+def load_data(a:argparse.Namespace)->tuple:
+    "`(dls, test_dl)`: training images less the hold-out, the hold-out as `dls.valid`, the test set."
+    env, d = os.environ.get('FASTFOUND_DATA'), None
+    try:
+        d = fashion_mnist_path(a.data)
+        xt, yt, xs, ys = load_fashion_mnist(d)
+    except Exception as e:
+        where = f' from {d}' + (' ($FASTFOUND_DATA)' if env and d == Path(env) else '') if d else ''
+        raise UsageError(f'cannot load Fashion-MNIST{where}: {e}'.replace('\n', ' ')) from e
+    kw = dict(device=a.device, norm=FMNIST_STATS, shape=(1, 28, 28) if a.model == 'cnn' else (784,))
+    ti, vi = _split(len(xt), a.valid_pct)
+    valid = TensorLoader(xt[vi], yt[vi], 2*a.bs, **kw) if len(vi) else None
+    return DataLoaders(TensorLoader(xt[ti], yt[ti], a.bs, shuffle=True, **kw), valid), \
+           TensorLoader(xs, ys, 2*a.bs, **kw)
+
+# %% ../nbs/12_cli.ipynb #a10a238d
+def precision(device:torch.device, # where the model trains
+              choice:str='auto', # `--precision`: 'auto', 'float32' or 'bfloat16'
+             )->torch.dtype:
+    "The dtype of the forward pass: bfloat16 autocast on CUDA, float32 on the CPU, unless chosen."
+    if choice != 'auto': return getattr(torch, choice)
+    return torch.bfloat16 if torch.device(device).type == 'cuda' else torch.float32
+
+def recipe(a:argparse.Namespace)->dict:
+    "What the run `a` trains, with the defaults filled in."
+    conv = a.model == 'cnn'
+    return dict(model=a.model, width=a.width if conv else None, epochs=a.epochs or (8 if conv else 5),
+                lr=a.lr or (1e-2 if conv else 3e-3), bs=a.bs, dtype=precision(a.device, a.precision),
+                channels_last=conv, augment=a.augment and conv, tta=a.tta and conv,
+                compile=a.compile)
+
+def describe(r:dict)->str:
+    "The recipe in one line."
+    w = r['width']
+    model = f'cnn {"-".join(str(w * 2**i) for i in range(4))}' if w else r['model']
+    n = r['epochs']
+    parts = [model, f'{n} epoch' + 's'*(n > 1), f'lr {r["lr"]:g}', f'bs {r["bs"]}',
+             str(r['dtype']).removeprefix('torch.')]
+    parts += [s for k, s in (('channels_last', 'channels-last'), ('augment', 'shift 1px + flip'),
+                             ('tta', 'flip TTA'), ('compile', 'torch.compile')) if r[k]]
+    return 'recipe: ' + ', '.join(parts) + '; AdamW, one cycle'
+
+# %% ../nbs/12_cli.ipynb #978ffb67
+BACKGROUND = (0 - FMNIST_STATS[0]) / FMNIST_STATS[1]  # a black pixel after normalisation
+
+class _Finite(Callback):
+    "End the run after an epoch whose training loss is not finite: the weights are lost."
+    order = 95
+    def after_epoch(self):
+        l = self.learn.epoch_stats.get('train_loss', 0.)
+        if not math.isfinite(l):
+            raise RunError(f'the training diverged: train loss {l} in epoch {self.learn.epoch}; '
+                           'nothing saved; try a lower --lr')
+
+def _learner(a:argparse.Namespace, r:dict, dls:DataLoaders)->Learner:
+    "The `Learner` for recipe `r`."
+    model = MODELS[r['model']](r['width']) if r['width'] else MODELS[r['model']]()
+    if r['channels_last']: model = model.to(memory_format=torch.channels_last)
+    if r['compile']: model = torch.compile(model)
+    cbs = [DeviceCB(a.device), CSVLogger(a.out/'history.csv'), _Finite(), DistributedCB()]
+    shift = partial(random_crop, pad=1, fill=BACKGROUND)
+    if r['augment']: cbs.append(BatchTransform(compose(shift, random_flip)))
+    if r['dtype'] != torch.float32: cbs.append(MixedPrecision(r['dtype'], a.device))
+    return Learner(model, dls, opt_func=torch.optim.AdamW, lr=r['lr'], metrics=accuracy, cbs=cbs)
 
 # %% ../nbs/12_cli.ipynb #1ecb5e7d
-def fit(a:argparse.Namespace):
-    "Run `fastfound fit` with parsed arguments."
+def fit(a:argparse.Namespace)->Learner:
+    "Run `fastfound fit` with parsed (and checked) arguments."
     import matplotlib
     matplotlib.use('Agg')
     t0 = time.perf_counter()
+    reuse_memory()
     set_seed(a.seed)
-    a.out.mkdir(parents=True, exist_ok=True)
-    dls = fashion_mnist_dls(a.bs, conv=True, path=a.data, device=a.device)
-    print(f'data: {len(dls.train.x):,} training and {len(dls.valid.x):,} test images; model: {a.model}; '
+    r = recipe(a)
+    dls, test_dl = load_data(a)
+    hold = f', {len(dls.valid.x):,} held out for validation' if dls.valid is not None else ''
+    print(f'data: {len(dls.train.x):,} training images{hold}, {len(test_dl.x):,} test images; '
           f'device: {a.device}; loaded in {time.perf_counter() - t0:.1f}s', flush=True)
-    lr = a.lr or (1e-2 if a.model == 'cnn' else 3e-3)
-    learn = Learner(MODELS[a.model](), dls, opt_func=torch.optim.AdamW, lr=lr, metrics=accuracy,
-                    cbs=[DeviceCB(a.device), CSVLogger(a.out/'history.csv'), DistributedCB()])
-    learn.fit_one_cycle(a.epochs, lr)
-    acc = learn.epoch_stats['valid_accuracy']
-    learn.export(a.out/'model.pth', meta=dict(model=a.model, classes=FMNIST_CLASSES, norm=FMNIST_STATS))
+    print(describe(r), flush=True)
+    if is_main():  # a fresh run: nothing of an earlier one stays beside its results
+        for f in ('history.csv', 'loss.png', 'model.pth'): (a.out/f).unlink(missing_ok=True)
+    learn = _learner(a, r, dls)
+    t1 = time.perf_counter()
+    learn.fit_one_cycle(r['epochs'], r['lr'])
+    t_train = time.perf_counter() - t1
+    def score(dl):  # on several ranks each scores its own shard: sum the hits and counts
+        p, y = learn.tta(dl) if r['tta'] else learn.get_preds(dl)
+        hits = all_reduce_sum(torch.tensor([float((p.argmax(1) == y).sum()), float(len(y))]))
+        return (hits[0] / hits[1]).item()
+    tta = ' (with flip TTA)' if r['tta'] else ''
+    if dls.valid is not None: print(f'validation accuracy: {score(dls.valid):.4f}{tta}', flush=True)
+    acc = score(test_dl)
+    sd = learn.model.state_dict().values()
+    if not all(v.isfinite().all() for v in sd if v.is_floating_point()):
+        raise RunError('the weights are not finite after the training: nothing saved; try a lower --lr')
+    print(f'test accuracy: {acc:.4f}{tta}', flush=True)
+    meta = dict(model=r['model'], width=r['width'], classes=FMNIST_CLASSES, norm=FMNIST_STATS)
+    learn.export(a.out/'model.pth', meta=meta)
     ax = learn.recorder.plot_loss()
-    ax.set_title(f'fastfound fit --model {a.model}: test accuracy {acc:.2%}')
-    if is_main(): atomic_write(a.out/'loss.png', lambda f: ax.figure.savefig(f, format='png', dpi=100))
-    print(f'test accuracy: {acc:.4f}')
-    print(f'saved {a.out/"model.pth"}, {a.out/"loss.png"}, {a.out/"history.csv"}; '
-          f'total {time.perf_counter() - t0:.1f}s')
+    ax.set_title(f'fastfound fit: {r["model"]}, {r["epochs"]} epochs, test accuracy {acc:.2%}')
+    png = lambda f: ax.figure.savefig(f, format='png', dpi=100, bbox_inches='tight')
+    if is_main(): atomic_write(a.out/'loss.png', png)
+    print(f'saved {a.out/"model.pth"}, {a.out/"loss.png"}, {a.out/"history.csv"}')
+    print(f'training: {t_train:.1f}s; whole run: {time.perf_counter() - t0:.1f}s')
     return learn
 
 # %% ../nbs/12_cli.ipynb #da4a67fe
 def main(argv:list|None=None)->int:
-    "The `fastfound` console script."
+    "The `fastfound` command: 0 when done, 2 for bad input, 1 if the run fails; no tracebacks."
     p = parser()
-    a = p.parse_args(argv)
-    if a.cmd == 'fit':
-        _check(p, a)
-        if a.nproc > 1 and 'LOCAL_RANK' not in os.environ:  # start the ranks; under torchrun, be one
-            return launch(a.nproc, sys.argv[1:] if argv is None else list(argv))
-        with process_group(), contextlib.redirect_stdout(sys.stdout if is_main() else io.StringIO()): fit(a)
+    a, extra = p.parse_known_args(argv)
+    f = p.commands[a.cmd]
+    if extra: f.error(f'unrecognized arguments: {" ".join(extra)}')  # with fit's usage, not the top level's
+    _check(f, a)
+    if a.nproc > 1 and 'LOCAL_RANK' not in os.environ:  # start the ranks; under torchrun, be one
+        return launch(a.nproc, sys.argv[1:] if argv is None else list(argv))
+    quiet = lambda: contextlib.redirect_stdout(sys.stdout if is_main() else io.StringIO())
+    try:
+        with process_group(), quiet(): fit(a)
+    except UsageError as e: f.error(str(e))
+    except KeyboardInterrupt:
+        print(f'{f.prog}: interrupted', file=sys.stderr)
+        return 130
+    except Exception as e:
+        if os.environ.get('FASTFOUND_DEBUG'): raise
+        msg = str(e).replace('\n', ' ') if isinstance(e, RunError) else f'{type(e).__name__}: {e}'
+        print(f'{f.prog}: error: {msg}'.replace('\n', ' '), file=sys.stderr)
+        return 1
     return 0

@@ -8,7 +8,7 @@ from torch import nn
 from .init import init_weights
 
 # %% auto #0
-__all__ = ['MODELS', 'mlp', 'conv', 'cnn']
+__all__ = ['CNN_WIDTH', 'MODELS', 'mlp', 'conv', 'cnn']
 
 # %% ../nbs/11c_models.ipynb #9101c3f7
 def mlp(n_hidden:int=128, # the width of the hidden layer
@@ -24,9 +24,12 @@ def conv(ni:int, # input channels
     if not act: return [nn.Conv2d(ni, nf, 3, 2, 1)]
     return [nn.Conv2d(ni, nf, 3, 2, 1, bias=False), nn.BatchNorm2d(nf), nn.ReLU()]
 
-def cnn(widths:tuple=(12, 24, 48, 96), # the channels after each stride-2 convolution
+CNN_WIDTH = 20  # the default CNN's first width: 20-40-80-160 channels
+
+def cnn(widths:tuple|int=CNN_WIDTH, # the channels after each stride-2 convolution; an int `w`: w, 2w, 4w, 8w
        )->nn.Module:
     "Stride-2 convolutions from `N,1,28,28` down to 10 scores at 1x1."
+    if isinstance(widths, int): widths = tuple(widths * 2**i for i in range(4))
     chans = (1, *widths)
     body = [layer for a, b in zip(chans, chans[1:]) for layer in conv(a, b)]
     return nn.Sequential(*body, *conv(chans[-1], 10, act=False), nn.Flatten())

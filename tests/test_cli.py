@@ -1,20 +1,21 @@
-"`fastfound fit` as a user runs it: a subprocess on the bundled sample, and its bad-argument errors."
-import csv, os, subprocess, sys
+"`fastfound fit` as a user runs it: subprocesses on the bundled sample, and every bad input it must refuse."
+import csv, os, shutil, subprocess, sys
 from pathlib import Path
 
 import pytest, torch
 
 from fastfound.checkpoint import load_learner
-from fastfound.cli import main
+from fastfound.cli import describe, main, parser, precision, recipe, reuse_memory
+from fastfound.data import FMNIST_FILES, SAMPLE_PATH
 from fastfound.models import cnn, mlp
-from fastfound.data import SAMPLE_PATH
 
 EXE = Path(sys.executable).parent/'fastfound'
 
 
-def run(*args, **kw):
-    exe = [str(EXE)] if EXE.exists() else [sys.executable, '-c', 'import sys; from fastfound.cli import main; sys.exit(main())']
-    env = {**os.environ, 'MPLBACKEND': 'Agg'}
+def run(*args, env=None, **kw):
+    exe = [str(EXE)] if EXE.exists() else [sys.executable, '-c',
+                                           'import sys; from fastfound.cli import main; sys.exit(main())']
+    env = {**os.environ, 'MPLBACKEND': 'Agg', **(env or {})}
     return subprocess.run(exe + list(args), capture_output=True, text=True, env=env, timeout=600, **kw)
 
 
@@ -24,41 +25,161 @@ def test_fit_one_epoch_on_the_sample(tmp_path):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     head = next(i for i, l in enumerate(lines) if l.startswith('epoch'))
-    assert lines[head].split() == ['epoch', 'train_loss', 'valid_loss', 'train_accuracy', 'valid_accuracy', 'time']
+    assert lines[head - 1].startswith('recipe: cnn 20-40-80-160, 1 epoch, lr 0.01, bs 256, float32')  # before
+    assert lines[head].split() == ['epoch', 'train_loss', 'train_accuracy', 'time']  # no hold-out: no valid
     assert lines[head + 1].split()[0] == '0'
-    acc = float(next(l for l in lines if l.startswith('test accuracy:')).split()[-1])
+    acc = float(next(l for l in lines if l.startswith('test accuracy:')).split()[2])
     assert 0.5 < acc <= 1                                      # one epoch on 5,000 images: well above chance (0.1)
+    assert lines[-1].startswith('training: ') and 'whole run: ' in lines[-1]
     assert sorted(p.name for p in out.iterdir()) == ['history.csv', 'loss.png', 'model.pth']
     assert (out/'loss.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert (out/'model.pth').stat().st_mode & 0o777 == (out/'history.csv').stat().st_mode & 0o777
-    assert load_learner(out/'model.pth', cnn).meta['model'] == 'cnn'    # the weights load into the CNN
-    rows = list(csv.DictReader((out/'history.csv').open()))
-    assert len(rows) == 1 and float(rows[0]['valid_accuracy']) == pytest.approx(acc, abs=1e-4)
+    learn = load_learner(out/'model.pth', cnn)                # the default width loads into the default CNN
+    assert learn.meta['model'] == 'cnn' and learn.meta['width'] == 20
     assert '\r' not in r.stdout                                # not a terminal: no progress bars
+
+
+def test_valid_pct_and_a_fresh_history(tmp_path):
+    args = ('fit', '--epochs', '1', '--width', '8', '--valid-pct', '0.2', '--data', str(SAMPLE_PATH),
+            '--out', str(tmp_path))
+    for _ in range(2): r = run(*args)                          # twice into the same folder
+    assert r.returncode == 0, r.stderr
+    assert '4,000 training images, 1,000 held out for validation, 1,000 test images' in r.stdout
+    valid = float(next(l for l in r.stdout.splitlines() if l.startswith('validation accuracy:')).split()[2])
+    rows = list(csv.DictReader((tmp_path/'history.csv').open()))
+    assert len(rows) == 1                                      # the second run's history only
+    assert 0.3 < float(rows[0]['valid_accuracy']) <= 1 and 0.3 < valid <= 1
+    assert load_learner(tmp_path/'model.pth', lambda: cnn(8)).meta['width'] == 8
 
 
 def test_fit_mlp(tmp_path):
     r = run('fit', '--model', 'mlp', '--epochs', '1', '--bs', '128', '--lr', '0.003', '--data', str(SAMPLE_PATH),
             '--out', str(tmp_path))
     assert r.returncode == 0, r.stderr
+    assert 'recipe: mlp, 1 epoch, lr 0.003, bs 128, float32; AdamW' in r.stdout   # no augmentation, no TTA
     assert load_learner(tmp_path/'model.pth', mlp).meta['model'] == 'mlp'
+
+
+def test_diverged_run_exits_1_and_saves_nothing(tmp_path):
+    (tmp_path/'model.pth').write_bytes(b'an old model')
+    r = run('fit', '--model', 'mlp', '--lr', '1e10', '--epochs', '2', '--data', str(SAMPLE_PATH), '--out', str(tmp_path))
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and 'diverged' in err[0] and 'Traceback' not in r.stderr
+    assert not (tmp_path/'model.pth').exists() and 'test accuracy' not in r.stdout
 
 
 @pytest.mark.parametrize('args, msg', [
     (['fit', '--epochs', '0'], '--epochs: must be a positive number'),
     (['fit', '--epochs', 'two'], '--epochs: not a number'),
     (['fit', '--bs', '-1'], '--bs: must be a positive number'),
+    (['fit', '--bs', str(10**25)], '--bs: must be a positive number up to 60000'),
+    (['fit', '--seed', str(2**70)], '--seed: must be a number from 0 up to'),
     (['fit', '--lr', 'nan'], '--lr: must be a positive number'),
     (['fit', '--lr', '-0.1'], '--lr: must be a positive number'),
+    (['fit', '--valid-pct', '0.9'], '--valid-pct: must be a number from 0 up to 0.5'),
     (['fit', '--model', 'resnet'], "invalid choice: 'resnet'"),
     (['fit', '--data', '/nowhere'], '--data /nowhere: missing train-images-idx3-ubyte.gz'),
     (['fit', '--device', 'tpu'], '--device tpu'),
+    (['fit', '--device', 'meta'], '--device meta: fastfound fit runs on cpu or cuda'),
+    (['fit', '--device', 'mps'], '--device mps: fastfound fit runs on cpu or cuda'),
+    (['fit', '--device', 'xpu'], '--device xpu: fastfound fit runs on cpu or cuda'),
+    (['fit', '--out', '/etc/passwd'], '--out /etc/passwd: exists and is not a directory'),
+    (['fit', '--out', '/etc/passwd/sub'], '--out /etc/passwd/sub: cannot write there: Not a directory'),
+    (['fit', '--out', '/sys/x'], '--out /sys/x: cannot write there'),
     (['fit', '--bogus'], 'unrecognized arguments: --bogus'),
-    ([], 'the following arguments are required: COMMAND'),
 ])
 def test_bad_arguments(args, msg, capsys):
     with pytest.raises(SystemExit) as e: main(args)
-    assert e.value.code == 2 and msg in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and msg in err
+    assert err.startswith('usage: fastfound fit') and err.strip().splitlines()[-1].startswith('fastfound fit: error:')
+
+
+def test_no_command(capsys):
+    with pytest.raises(SystemExit) as e: main([])
+    assert e.value.code == 2 and 'the following arguments are required: COMMAND' in capsys.readouterr().err
+
+
+def test_out_below_a_file(tmp_path, capsys):
+    (tmp_path/'f').write_text('')
+    with pytest.raises(SystemExit) as e: main(['fit', '--out', str(tmp_path/'f'/'sub')])
+    assert e.value.code == 2 and 'cannot write there: Not a directory' in capsys.readouterr().err
+
+
+def test_out_read_only(tmp_path, capsys):
+    d = tmp_path/'ro'
+    d.mkdir()
+    d.chmod(0o500)
+    try:
+        if os.access(d, os.W_OK): pytest.skip('this user (root?) can write into a read-only folder')
+        with pytest.raises(SystemExit) as e: main(['fit', '--out', str(d/'run')])
+        assert e.value.code == 2 and 'cannot write there: Permission denied' in capsys.readouterr().err
+    finally: d.chmod(0o700)
+
+
+def _broken(tmp_path, how):
+    "A copy of the sample with its training images corrupted or truncated."
+    d = tmp_path/how
+    shutil.copytree(SAMPLE_PATH, d)
+    f = d/'train-images-idx3-ubyte.gz'
+    raw = f.read_bytes()
+    f.write_bytes(raw[:len(raw)//2] if how == 'truncated' else raw[:20] + b'\xff'*200 + raw[220:])
+    return d
+
+
+@pytest.mark.parametrize('how', ['truncated', 'corrupt'])
+def test_broken_data(tmp_path, how, capsys):
+    d = _broken(tmp_path, how)
+    with pytest.raises(SystemExit) as e: main(['fit', '--data', str(d), '--out', str(tmp_path/'out')])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith('usage: fastfound fit')
+    assert err.strip().splitlines()[-1].startswith(f'fastfound fit: error: cannot load Fashion-MNIST from {d}')
+
+
+def test_broken_fastfound_data_in_a_subprocess(tmp_path):
+    r = run('fit', '--out', str(tmp_path/'out'), env={'FASTFOUND_DATA': str(_broken(tmp_path, 'truncated'))})
+    assert r.returncode == 2 and 'Traceback' not in r.stderr and r.stdout == ''
+    assert '($FASTFOUND_DATA)' in r.stderr.strip().splitlines()[-1]
+
+
+def test_bad_arguments_exit_nonzero_in_a_subprocess():
+    r = run('fit', '--epochs', '0')
+    assert r.returncode == 2 and 'must be a positive number' in r.stderr and r.stdout == ''
+
+
+def test_help_is_fit_s():
+    r = run('fit', '--help')
+    assert r.returncode == 0 and r.stdout.startswith('usage: fastfound fit')
+    for opt in ('--valid-pct', '--augment, --no-augment', '--tta, --no-tta', '--precision', '--device'):
+        assert opt in r.stdout
+
+
+def _args(*a): return parser().parse_args(['fit', *a])
+
+
+def test_precision_and_device_selection():
+    "What the CUDA path would use, decided on the CPU: bfloat16 autocast on CUDA, float32 on the CPU."
+    assert precision(torch.device('cuda'), 'auto') == torch.bfloat16
+    assert precision(torch.device('cuda:1')) == torch.bfloat16
+    assert precision(torch.device('cpu'), 'auto') == torch.float32
+    assert precision(torch.device('cpu'), 'bfloat16') == torch.bfloat16
+    assert precision(torch.device('cuda'), 'float32') == torch.float32
+    a = _args('--device', 'cpu')
+    a.device = torch.device('cuda')                           # as `_check` would set it on a CUDA machine
+    r = recipe(a)
+    assert r['dtype'] == torch.bfloat16 and r['channels_last'] and r['augment'] and r['tta']
+    assert 'bfloat16, channels-last' in describe(r)
+    a = _args('--model', 'mlp', '--compile')
+    a.device = torch.device('cpu')
+    r = recipe(a)
+    assert (r['epochs'], r['lr'], r['dtype'], r['augment'], r['compile']) == (5, 3e-3, torch.float32, False, True)
+
+
+def test_reuse_memory():
+    "glibc has `mallopt`; elsewhere the call is a no-op that says so."
+    import platform
+    assert reuse_memory() == (sys.platform == 'linux' and platform.libc_ver()[0] == 'glibc')
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='CUDA is available here')
@@ -67,15 +188,12 @@ def test_cuda_requested_without_cuda(capsys):
     assert e.value.code == 2 and 'CUDA is not available' in capsys.readouterr().err
 
 
-def test_out_is_a_file(tmp_path, capsys):
-    (tmp_path/'f').write_text('')
-    with pytest.raises(SystemExit): main(['fit', '--out', str(tmp_path/'f')])
-    assert 'is not a directory' in capsys.readouterr().err
-
-
-def test_bad_arguments_exit_nonzero_in_a_subprocess():
-    r = run('fit', '--epochs', '0')
-    assert r.returncode == 2 and 'must be a positive number' in r.stderr and r.stdout == ''
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_fit_on_cuda(tmp_path):
+    r = run('fit', '--epochs', '1', '--device', 'cuda', '--data', str(SAMPLE_PATH), '--out', str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert 'bfloat16, channels-last' in r.stdout and 'device: cuda' in r.stdout
+    assert 0.5 < float(next(l for l in r.stdout.splitlines() if l.startswith('test accuracy:')).split()[2]) <= 1
 
 
 def test_importing_sets_no_environment():
