@@ -1,0 +1,91 @@
+"""Issue 15, "Nothing lost, whatever happens": one test per failure the adversarial run found (numbered as there),
+each on a tiny model so the whole file runs in seconds."""
+import csv, errno, gzip, os, signal, struct, subprocess, sys, textwrap
+from pathlib import Path
+import pytest, torch
+from torch import nn
+from fastfound.callbacks import CSVLogger, EarlyStopping
+from fastfound.checkpoint import Checkpoint
+from fastfound.data import DataLoaders
+from fastfound.events import Callback
+from fastfound.files import CheckpointError, atomic_save, load_file, read_checkpoint, temp_name
+from fastfound.hooks import ActivationStats, n_hooks
+from fastfound.learner import Learner
+from fastfound.training import GradClip
+
+
+def tiny(n=72, bs=8, opt_func=torch.optim.SGD, **kw):
+    "A 10-16-3 MLP on `n` random points: 9 batches an epoch."
+    torch.manual_seed(0)
+    x, y = torch.randn(n, 10), torch.randint(0, 3, (n,))
+    dls = DataLoaders.from_tensors(x, y, x[:16], y[:16], bs=bs, device='cpu')
+    model = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 3))
+    return Learner(model, dls, lr=0.1, opt_func=opt_func, **kw)
+
+def names(learn): return [type(c).__name__ for c in learn.cbs]
+def n_opt_hooks(opt): return len(opt._optimizer_step_pre_hooks) + len(opt._optimizer_step_post_hooks)  # noqa: SLF001
+
+
+# 1. lr_find overwrites the Checkpoint's last.pt; on an unfitted learner it fails
+def test_1_lr_find_leaves_checkpoint_alone(tmp_path):
+    learn = tiny(cbs=[Checkpoint(tmp_path/'ck'), EarlyStopping(patience=5), CSVLogger(tmp_path/'h.csv')])
+    learn.fit(2)
+    files = {p: p.read_bytes() for p in (tmp_path/'ck'/'last.pt', tmp_path/'ck'/'best.pt', tmp_path/'h.csv')}
+    learn.lr_find(num_it=30, show_plot=False)
+    for p, b in files.items(): assert p.read_bytes() == b, f'lr_find changed {p.name}'
+    assert sorted(os.listdir(tmp_path/'ck')) == ['best.pt', 'last.pt']
+    learn.fit(4, resume=True)
+    assert [v['epoch'] for v in learn.recorder.values] == [0, 1, 2, 3]
+
+def test_1_lr_find_on_an_unfitted_learner(tmp_path):
+    learn = tiny(cbs=[Checkpoint(tmp_path/'ck'), EarlyStopping()])
+    sug = learn.lr_find(num_it=12, show_plot=False)
+    assert sug.steep > 0 and not (tmp_path/'ck').exists()
+
+
+# 2. one failing cleanup stops all the others
+class Boom(Callback):
+    order = -50  # its cleanup_fit runs before the others'
+    def cleanup_fit(self): raise OSError(errno.ENOSPC, 'No space left on device')
+
+def test_2_every_cleanup_runs(tmp_path):
+    learn = tiny(cbs=Checkpoint(tmp_path/'ck'))
+    learn.fit(2)
+    log, clip = CSVLogger(tmp_path/'h.csv'), GradClip()
+    with pytest.raises(OSError, match='No space') as e:
+        learn.fit(4, resume=True, cbs=[Boom(), ActivationStats(), clip, log])
+    assert 'Boom.cleanup_fit' in ''.join(getattr(e.value, '__notes__', [])) + str(e.value)
+    assert n_hooks(learn.model) == 0 and n_opt_hooks(learn.opt) == 0
+    assert log._f.closed
+    assert names(learn) == ['DeviceCB', 'MetricsCB', 'Recorder', 'ProgressCB', 'Checkpoint']
+    assert learn.start_epoch == 0
+    learn.fit(3)  # a fresh fit runs all three epochs
+    assert [v['epoch'] for v in learn.recorder.values] == [0, 1, 2]
+
+
+# 4. a second run in the same folder deletes the first run's temporary file
+def test_4_temps_of_live_runs_are_kept(tmp_path):
+    other = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+    try:
+        d = tmp_path/'ck'
+        d.mkdir()
+        live = d/f'.last.pt.{other.pid}.0123abcd.tmp'
+        live.write_bytes(b'half a save')
+        dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True,
+                              text=True).stdout.strip()
+        stale = d/f'.last.pt.{dead}.0123abcd.tmp'
+        stale.write_bytes(b'a killed save')
+        tiny(cbs=Checkpoint(d)).fit(1)
+        assert live.read_bytes() == b'half a save' and not stale.exists()
+        assert temp_name(d/'last.pt') != temp_name(d/'last.pt')  # two writers in one process never collide
+    finally: other.kill(); other.wait()
+
+
+# 9. loading a FIFO named like a checkpoint blocks forever
+@pytest.mark.skipif(not hasattr(os, 'mkfifo'), reason='no FIFOs here')
+def test_9_fifo_refused_at_once(tmp_path):
+    os.mkfifo(tmp_path/'last.pt')
+    for f in (load_file, read_checkpoint, tiny().load,
+              lambda p: tiny().fit(1, resume=p)):
+        with pytest.raises(CheckpointError, match='not a regular file') as e: f(tmp_path/'last.pt')
+        assert str(tmp_path/'last.pt') in str(e.value)
