@@ -89,3 +89,53 @@ def test_9_fifo_refused_at_once(tmp_path):
               lambda p: tiny().fit(1, resume=p)):
         with pytest.raises(CheckpointError, match='not a regular file') as e: f(tmp_path/'last.pt')
         assert str(tmp_path/'last.pt') in str(e.value)
+
+
+# 3. the gzip bombs: read_idx decompressed everything before checking the header, and nothing bounded the count
+def _bomb(path:Path, count:int, body:int):
+    "A gzipped IDX file whose header claims `count` 28x28 images and whose body inflates to `body` zero bytes."
+    import zlib
+    head = bytes([0, 0, 8, 3]) + struct.pack('>3I', count, 28, 28)
+    c, mib = zlib.compressobj(9, zlib.DEFLATED, -15), 1 << 20
+    block = c.compress(bytes(mib)) + c.flush(zlib.Z_FULL_FLUSH)  # the same bytes for every MiB of zeros
+    crc = zlib.crc32(head)
+    with open(path, 'wb') as f:
+        f.write(b'\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff')  # a gzip header
+        f.write(c.compress(head) + c.flush(zlib.Z_FULL_FLUSH))
+        for i in range(body // mib):
+            f.write(block)
+            crc = zlib.crc32(bytes(mib), crc)
+        f.write(c.compress(bytes(body % mib)) + c.flush())
+        f.write(struct.pack('<2I', zlib.crc32(bytes(body % mib), crc), (len(head) + body) & 0xffffffff))
+    return path
+
+PEAK = '''
+import resource, sys
+from fastfound.data import read_idx
+rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+before = rss()
+try: read_idx(sys.argv[1], 3)
+except ValueError as e: print('ERROR', e)
+print('PEAK', rss() - before)
+'''
+
+@pytest.mark.parametrize('count,body,why', [(20, 1 << 30, 'holds more'),
+                                            (200_000, 200_000*784, 'more than max_count=150,000')],
+                         ids=['1 GiB body', '200,000 blank images'])
+def test_3_bombs_refused_in_bounded_memory(tmp_path, count, body, why):
+    fn = _bomb(tmp_path/'train-images-idx3-ubyte.gz', count, body)
+    assert fn.stat().st_size < 1.1e6
+    out = subprocess.run([sys.executable, '-c', PEAK, str(fn)], capture_output=True, text=True, timeout=120,
+                         env=os.environ | {'PYTHONPATH': str(Path(__file__).parents[1])}).stdout
+    err, peak = out.splitlines()
+    assert err.startswith(f'ERROR {fn}: ') and why in err, out
+    assert int(peak.split()[1]) < 200e6, out
+
+def test_3_bounds_are_parameters(tmp_path):
+    from fastfound.data import read_idx, write_idx
+    write_idx(tmp_path/'x.gz', torch.zeros(30, 2, dtype=torch.uint8))
+    with pytest.raises(ValueError, match='claims 30 items, more than max_count=29'):
+        read_idx(tmp_path/'x.gz', max_count=29)
+    with pytest.raises(ValueError, match=r'\(60 bytes\), more than max_bytes=59'):
+        read_idx(tmp_path/'x.gz', max_bytes=59)
+    assert read_idx(tmp_path/'x.gz', max_count=30).shape == (30, 2)
