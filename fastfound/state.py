@@ -177,7 +177,7 @@ def load_cb_states(cbs, # the callbacks to restore
     if (lost := sorted(set(states) - set(names))):
         warnings.warn(f'{src} holds state for callbacks this learner lacks, ignored: {", ".join(lost)}')
 
-# %% ../nbs/04c_state.ipynb #cfa74467
+# %% ../nbs/04c_state.ipynb #be395a9e
 def check_train_record(d:dict, # a `train` record, as `read_checkpoint` returned it
                        src='the checkpoint', # named in the error
                       ):
@@ -187,9 +187,9 @@ def check_train_record(d:dict, # a `train` record, as `read_checkpoint` returned
         if not isinstance(d[k], t) or isinstance(d[k], bool):
             raise CheckpointError(f'{src}: its {k!r} is a {type(d[k]).__name__}, not a {t.__name__}')
     n, e = d.get('n_epochs'), d['epoch']
-    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
-        raise CheckpointError(f'{src}: its n_epochs is {n!r}, not a whole number >= 1')
-    if e < 0 or (n is not None and e >= n):
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
+        raise CheckpointError(f'{src}: its n_epochs is {n!r}, not a whole number >= 0')
+    if e < 0 or (n and e >= n):  # n_epochs is 0 in the state of a learner never fitted
         raise CheckpointError(f'{src}: its epoch {e} is out of range (0 to {"..." if n is None else n - 1})')
     if ('opt' in d) != ('opt_type' in d): raise CheckpointError(f'{src}: it has opt without opt_type, or back')
     if not all(isinstance(v, dict) for v in d['cbs'].values()):
@@ -197,7 +197,7 @@ def check_train_record(d:dict, # a `train` record, as `read_checkpoint` returned
     if not isinstance(d['rng'].get('torch'), torch.Tensor) or 'python' not in d['rng'] or 'numpy' not in d['rng']:
         raise CheckpointError(f'{src}: its random number generator states are incomplete')
 
-# %% ../nbs/04c_state.ipynb #e24f5f75
+# %% ../nbs/04c_state.ipynb #f6cc0c11
 _HELD = set()  # the code of the functions in whose frames a Ctrl-C waits
 
 class _Sigint:
@@ -244,9 +244,9 @@ def uninterrupted(f):
     _HELD.add(_f.__code__)
     return _f
 
-# %% ../nbs/04c_state.ipynb #0cc13a32
+# %% ../nbs/04c_state.ipynb #b04f2eaa
 class Snapshot:
-    "Copies of a model's weights, an optimizer's state, callbacks' states and the RNGs, that `restore` puts back."
+    "Copies of a model's weights, an optimizer's state, callbacks' states and the RNGs to `restore` (or on leaving a `with`)."
     def __init__(self, model:nn.Module, opt=None, cbs=(), dls=None):
         self.model, self.opt, self.cbs, self.dls = model, opt, list(cbs), dls
         self.model_sd = copy.deepcopy(bare_model(model).state_dict())
@@ -262,3 +262,7 @@ class Snapshot:
         for cb, sd in zip(self.cbs, self.cb_sds):
             if sd: cb.load_state_dict(sd)
         set_rng_states(self.rng, self.dls)
+
+    def __enter__(self): return self
+    @uninterrupted
+    def __exit__(self, *exc): self.restore()

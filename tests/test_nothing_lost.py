@@ -139,3 +139,60 @@ def test_3_bounds_are_parameters(tmp_path):
     with pytest.raises(ValueError, match=r'\(60 bytes\), more than max_bytes=59'):
         read_idx(tmp_path/'x.gz', max_bytes=59)
     assert read_idx(tmp_path/'x.gz', max_count=30).shape == (30, 2)
+
+
+# 5. the CSV log duplicates rows after a crash and resume; a partial last row survives
+class DieAt(Callback):
+    "Ctrl-C at the end of epoch `epoch`: after CSVLogger (30) wrote its row, before Checkpoint (90) saved it."
+    order = 50
+    def __init__(self, epoch): self.at = epoch
+    def after_epoch(self):
+        if self.epoch == self.at: raise KeyboardInterrupt
+
+def epochs_logged(p): return [int(r['epoch']) for r in csv.DictReader(open(p, newline=''))]
+
+def test_5_csv_matches_checkpoint_after_resume(tmp_path):
+    log = tmp_path/'h.csv'
+    learn = tiny(cbs=[Checkpoint(tmp_path/'ck'), CSVLogger(log)])
+    with pytest.raises(KeyboardInterrupt): learn.fit(4, cbs=DieAt(2))
+    assert epochs_logged(log) == [0, 1, 2]  # row 2 written, its checkpoint not
+    assert read_checkpoint(tmp_path/'ck'/'last.pt')['epoch'] == 1
+    with open(log, 'a', newline='') as f: f.write('3,0.5,0.')  # and a row cut short by a full disk
+    tiny(cbs=[Checkpoint(tmp_path/'ck'), CSVLogger(log)]).fit(4, resume=True)
+    assert epochs_logged(log) == [0, 1, 2, 3]
+    assert log.read_text().count('\n') == 5 and log.read_text().endswith('\n')
+
+def enospc(*a): raise OSError(errno.ENOSPC, 'No space left on device')
+
+def test_5_csv_full_disk_leaves_no_partial_row(tmp_path, monkeypatch):
+    log = tmp_path/'h.csv'
+    learn = tiny(cbs=CSVLogger(log))
+    learn.fit(1)
+    before = log.read_bytes()
+    monkeypatch.setattr(os, 'fsync', enospc)
+    with pytest.raises(OSError, match=f'cannot write {log}: the disk is full'): learn.fit(1)
+    monkeypatch.undo()
+    assert log.read_bytes() == before
+
+
+# 6. a corrupted checkpoint loads silently
+def test_6_any_flipped_bit_is_refused(tmp_path):
+    learn = tiny(cbs=Checkpoint(tmp_path/'ck'))
+    learn.fit(1)
+    good = (tmp_path/'ck'/'last.pt').read_bytes()
+    n, bad = len(good), tmp_path/'bad.pt'
+    where = sorted(set(range(0, n, n // 400)) | set(range(n - 90, n)))  # every part, and all of the trailer
+    for i in where:
+        b = bytearray(good)
+        b[i] ^= 1 << (i % 8)
+        bad.write_bytes(b)
+        with pytest.raises(CheckpointError) as e: read_checkpoint(bad)
+        assert str(bad) in str(e.value), i
+    b = bytearray(good)
+    b[n // 2] ^= 4
+    bad.write_bytes(b)
+    w = [p.detach().clone() for p in learn.model.parameters()]
+    for load in (learn.load, lambda p: learn.fit(2, resume=p)):
+        with pytest.raises(CheckpointError, match='checksum does not match'): load(bad)
+        assert all(torch.equal(a, p) for a, p in zip(w, learn.model.parameters()))
+    assert len(where) > 400
