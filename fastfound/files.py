@@ -92,8 +92,11 @@ def writable(folder:Path|str, # a folder that files will be written to; created 
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with open(probe, 'xb') as f: f.write(b'0')
-    except OSError as e: raise disk_error(e, probe.parent) from None
-    finally: probe.unlink(missing_ok=True)
+    except OSError as e:
+        try: probe.unlink(missing_ok=True)
+        except OSError: pass  # its folder is not there to hold it
+        raise disk_error(e, probe.parent) from None
+    probe.unlink()
     return folder
 
 # %% ../nbs/04b_files.ipynb #b3c9d0a1

@@ -177,7 +177,7 @@ def load_cb_states(cbs, # the callbacks to restore
     if (lost := sorted(set(states) - set(names))):
         warnings.warn(f'{src} holds state for callbacks this learner lacks, ignored: {", ".join(lost)}')
 
-# %% ../nbs/04c_state.ipynb #be395a9e
+# %% ../nbs/04c_state.ipynb #f4f31822
 def check_train_record(d:dict, # a `train` record, as `read_checkpoint` returned it
                        src='the checkpoint', # named in the error
                       ):
@@ -197,7 +197,7 @@ def check_train_record(d:dict, # a `train` record, as `read_checkpoint` returned
     if not isinstance(d['rng'].get('torch'), torch.Tensor) or 'python' not in d['rng'] or 'numpy' not in d['rng']:
         raise CheckpointError(f'{src}: its random number generator states are incomplete')
 
-# %% ../nbs/04c_state.ipynb #f6cc0c11
+# %% ../nbs/04c_state.ipynb #fbcfb991
 _HELD = set()  # the code of the functions in whose frames a Ctrl-C waits
 
 class _Sigint:
@@ -244,7 +244,7 @@ def uninterrupted(f):
     _HELD.add(_f.__code__)
     return _f
 
-# %% ../nbs/04c_state.ipynb #b04f2eaa
+# %% ../nbs/04c_state.ipynb #ca8e8818
 class Snapshot:
     "Copies of a model's weights, an optimizer's state, callbacks' states and the RNGs to `restore` (or on leaving a `with`)."
     def __init__(self, model:nn.Module, opt=None, cbs=(), dls=None):

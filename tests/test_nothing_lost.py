@@ -196,3 +196,101 @@ def test_6_any_flipped_bit_is_refused(tmp_path):
         with pytest.raises(CheckpointError, match='checksum does not match'): load(bad)
         assert all(torch.equal(a, p) for a, p in zip(w, learn.model.parameters()))
     assert len(where) > 400
+
+
+# 7. a full disk gives torch's "unexpected pos 28160 vs 28064", naming no file
+import fastfound.files as ff
+
+def failing_open(errnum, after=0):
+    "An `open` for fastfound.files whose files raise `errnum` once `after` bytes are written."
+    real = open
+    class F:
+        def __init__(self, f): self.f, self.n = f, 0
+        def write(self, b):
+            self.n += len(b)
+            if self.n > after: raise OSError(errnum, os.strerror(errnum))
+            return self.f.write(b)
+        def __getattr__(self, k): return getattr(self.f, k)
+        def __enter__(self): return self
+        def __exit__(self, *a): self.f.close()
+    return lambda *a, **k: F(real(*a, **k))
+
+@pytest.mark.parametrize('errnum,why', [(errno.ENOSPC, 'the disk is full'), (errno.EROFS, 'read-only'),
+                                        (errno.EACCES, 'permission denied')])
+def test_7_disk_errors_name_the_file(tmp_path, monkeypatch, errnum, why):
+    learn = tiny(cbs=Checkpoint(tmp_path/'ck'))
+    learn.fit(1)
+    last = tmp_path/'ck'/'last.pt'
+    old = last.read_bytes()
+    monkeypatch.setattr(ff, 'open', failing_open(errnum, after=100), raising=False)
+    with pytest.raises(OSError) as e: learn.fit(2, resume=True)
+    monkeypatch.undo()
+    assert e.value.errno == errnum and f'cannot write {tmp_path/"ck"}' in str(e.value) and why in str(e.value)
+    assert last.read_bytes() == old and sorted(os.listdir(tmp_path/'ck')) == ['best.pt', 'last.pt']
+    learn.save(tmp_path/'w.pt')
+    monkeypatch.setattr(ff, 'open', failing_open(errnum), raising=False)
+    with pytest.raises(OSError, match=f'cannot write {tmp_path/"w.pt"}: .*{why}'): learn.save(tmp_path/'w.pt')
+
+
+# 12. an unwritable checkpoint folder is found only after the first epoch
+class Count(Callback):
+    def __init__(self): self.n = 0
+    def before_batch(self): self.n += 1
+
+def test_12_unwritable_folder_found_before_the_first_batch(tmp_path, monkeypatch):
+    (tmp_path/'file').write_text('not a folder')
+    for cb in (Checkpoint(tmp_path/'file'/'ck'), CSVLogger(tmp_path/'file'/'h.csv')):
+        n = Count()
+        with pytest.raises(OSError, match=f'cannot write {tmp_path/"file"}'): tiny().fit(1, cbs=[cb, n])
+        assert n.n == 0
+    monkeypatch.setattr(ff, 'open', failing_open(errno.EROFS), raising=False)
+    n = Count()
+    with pytest.raises(OSError, match='read-only'): tiny().fit(1, cbs=[Checkpoint(tmp_path/'ck'), n])
+    assert n.n == 0 and not list((tmp_path/'ck').iterdir())
+
+
+# 11. malformed records are not validated, and loading is not atomic
+def state(learn):
+    return ([p.detach().clone() for p in learn.model.parameters()], repr(learn.opt.state_dict()),
+            repr(learn.recorder.state_dict()), learn.start_epoch)
+
+def same(a, b): return all(torch.equal(x, y) for x, y in zip(a[0], b[0])) and a[1:] == b[1:]
+
+def test_11_malformed_records_refused_and_nothing_applied(tmp_path):
+    src = tiny(opt_func=lambda ps, lr: torch.optim.SGD(ps, lr=lr, momentum=0.9))
+    src.fit(2)
+    good = src.state_dict()
+    mom = good['opt']['state'][0]['momentum_buffer']
+    def drop(k): return {a: v for a, v in good.items() if a != k}
+    cases = {'no rng': (drop('rng'), "no 'rng'"), 'no cbs': (drop('cbs'), "no 'cbs'"),
+             'no epoch': (drop('epoch'), "no 'epoch'"), 'str epoch': (good | dict(epoch='1'), "'epoch' is a str"),
+             'epoch -5': (good | dict(epoch=-5), 'epoch -5 is out of range'),
+             'epoch 9 of 2': (good | dict(epoch=9), 'epoch 9 is out of range'),
+             'momentum shape': (good | dict(opt=good['opt'] | dict(state={0: {'momentum_buffer': mom[:3]}})),
+                                r'momentum_buffer for parameter 0 is \(3, 10\), the parameter \(16, 10\)'),
+             'bad cb state': (good | dict(cbs={'Recorder': {'losses': []}}), "KeyError: 'lrs'"),
+             'bad rng': (good | dict(rng=good['rng'] | dict(numpy=(1, 2))), 'could not be applied')}
+    for name, (d, why) in cases.items():
+        learn = tiny(opt_func=lambda ps, lr: torch.optim.SGD(ps, lr=lr, momentum=0.9))
+        learn.fit(1)
+        before, rng = state(learn), torch.get_rng_state()
+        with pytest.raises(CheckpointError, match=why): learn.load_state_dict(d)
+        assert same(state(learn), before), f'{name}: the learner was changed'
+        assert torch.equal(torch.get_rng_state(), rng), name
+        atomic_save(d, tmp_path/f'{name}.pt')
+        with pytest.raises(CheckpointError, match=why): learn.fit(3, resume=tmp_path/f'{name}.pt')
+        s = state(learn)  # (a fit that starts afresh clears the Recorder before the resume fails)
+        assert same((s[0], s[1], s[3]), (before[0], before[1], before[3])), f'{name}: changed by a resume'
+
+def test_11_sgd_file_into_adam_learner(tmp_path):
+    a = tiny()
+    a.fit(1)
+    a.save(tmp_path/'sgd.pt')
+    for fitted in (False, True):
+        b = tiny(opt_func=torch.optim.Adam)
+        if fitted: b.fit(1)
+        w, opt = [p.detach().clone() for p in b.model.parameters()], b.opt
+        osd = None if opt is None else repr(opt.state_dict())
+        with pytest.raises(CheckpointError, match='a SGD optimizer; this learner uses Adam'): b.load(tmp_path/'sgd.pt')
+        assert all(torch.equal(x, p) for x, p in zip(w, b.model.parameters()))
+        assert b.opt is opt and (opt is None or repr(opt.state_dict()) == osd)
