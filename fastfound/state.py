@@ -12,7 +12,7 @@ from .files import CheckpointError, short_list
 
 # %% auto #0
 __all__ = ['rng_states', 'set_rng_states', 'set_seed', 'bare_model', 'check_model_state', 'load_model_state', 'check_opt_state',
-           'load_opt_state', 'cb_names', 'cb_states', 'load_cb_states', 'check_train_record', 'hold_interrupts',
+           'load_opt_state', 'cb_names', 'cb_states', 'load_cb_states', 'check_train_record', 'held', 'hold_interrupts',
            'release_interrupts', 'uninterrupted', 'Snapshot']
 
 # %% ../nbs/04c_state.ipynb #37d6fb82
@@ -177,7 +177,7 @@ def load_cb_states(cbs, # the callbacks to restore
     if (lost := sorted(set(states) - set(names))):
         warnings.warn(f'{src} holds state for callbacks this learner lacks, ignored: {", ".join(lost)}')
 
-# %% ../nbs/04c_state.ipynb #f4f31822
+# %% ../nbs/04c_state.ipynb #01208777
 def check_train_record(d:dict, # a `train` record, as `read_checkpoint` returned it
                        src='the checkpoint', # named in the error
                       ):
@@ -197,21 +197,22 @@ def check_train_record(d:dict, # a `train` record, as `read_checkpoint` returned
     if not isinstance(d['rng'].get('torch'), torch.Tensor) or 'python' not in d['rng'] or 'numpy' not in d['rng']:
         raise CheckpointError(f'{src}: its random number generator states are incomplete')
 
-# %% ../nbs/04c_state.ipynb #fbcfb991
+# %% ../nbs/04c_state.ipynb #9c643f31
 _HELD = set()  # the code of the functions in whose frames a Ctrl-C waits
 
 class _Sigint:
     "The handler that was there before ours, and whether a Ctrl-C is waiting."
     old, pending = None, False
 
-def _held(frame)->bool:
+def held(frame)->bool:
+    "Whether `frame`, or a frame that called it, runs code marked `uninterrupted`."
     while frame is not None:
         if frame.f_code in _HELD: return True
         frame = frame.f_back
     return False
 
 def _on_sigint(signum, frame):
-    if _held(frame): _Sigint.pending = True
+    if held(frame): _Sigint.pending = True
     else: _Sigint.old(signum, frame)
 
 def hold_interrupts():
@@ -224,7 +225,7 @@ def hold_interrupts():
 
 def release_interrupts():
     "Raise the Ctrl-C that was held back, unless whatever called the calling frame is held too."
-    if _Sigint.pending and not _held(inspect.currentframe().f_back.f_back):
+    if _Sigint.pending and not held(inspect.currentframe().f_back.f_back):
         _Sigint.pending = False
         raise KeyboardInterrupt
 
@@ -237,14 +238,14 @@ def uninterrupted(f):
         hold_interrupts()
         try: r = f(*args, **kwargs)
         except BaseException:
-            if not _held(inspect.currentframe().f_back): _Sigint.pending = False  # the error says enough
+            if not held(inspect.currentframe().f_back): _Sigint.pending = False  # the error says enough
             raise
         release_interrupts()
         return r
     _HELD.add(_f.__code__)
     return _f
 
-# %% ../nbs/04c_state.ipynb #ca8e8818
+# %% ../nbs/04c_state.ipynb #b7e2fce0
 class Snapshot:
     "Copies of a model's weights, an optimizer's state, callbacks' states and the RNGs to `restore` (or on leaving a `with`)."
     def __init__(self, model:nn.Module, opt=None, cbs=(), dls=None):
