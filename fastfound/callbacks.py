@@ -19,7 +19,7 @@ def _epoch_of(line:str, i:int)->int:
     return int(r[i]) if len(r) > i and r[i].isdigit() else -1
 
 class CSVLogger(Callback):
-    "Append `learn.epoch_stats` to `fname` as a CSV row each epoch, flushed; a resume drops later rows first."
+    "Append `learn.epoch_stats` to `fname` as a CSV row each epoch, flushed; a resume drops later rows."
     order, run_lr_find = 30, False
     def __init__(self, fname:Path|str='history.csv'): self.fname, self._f = Path(fname), None
 
@@ -28,15 +28,16 @@ class CSVLogger(Callback):
         self._f = self._w = self._old = None
 
     def _open(self):
-        "Open the log to append, keeping its whole rows; when resuming, those of epochs before this one."
+        "Open the log to append, keeping whole rows; when resuming, those of the epochs before."
         lines = []
         if self.fname.exists():
             with open(self.fname, newline='') as f: lines = f.read().splitlines(keepends=True)
-        keep = lines[:-1] if lines and not lines[-1].endswith('\n') else list(lines)  # a row cut short
+        cut = lines and not lines[-1].endswith('\n')  # a row cut short by a crash or a full disk
+        keep = lines[:-1] if cut else list(lines)
         self._old, start = next(csv.reader(keep[:1]), None), self.learn.start_epoch
         if self._old and 'epoch' in self._old and start:
             i = self._old.index('epoch')
-            while len(keep) > 1 and _epoch_of(keep[-1], i) >= start: keep.pop()  # not in the checkpoint
+            while len(keep) > 1 and _epoch_of(keep[-1], i) >= start: keep.pop()  # not checkpointed
         if keep != lines: atomic_write(self.fname, lambda f: f.write(''.join(keep).encode()))
         self._f = open(self.fname, 'a', newline='')
 

@@ -32,7 +32,8 @@ def temp_name(path:Path)->Path:
 
 _WHY = {errno.ENOSPC: 'the disk is full', errno.EDQUOT: 'the disk quota is used up',
         errno.EROFS: 'the file system is read-only', errno.EACCES: 'permission denied',
-        errno.EPERM: 'permission denied', errno.ENOTDIR: 'a part of its path is a file, not a folder',
+        errno.EPERM: 'permission denied',
+        errno.ENOTDIR: 'a part of its path is a file, not a folder',
         errno.EEXIST: 'a part of its path is a file, not a folder'}
 
 def disk_error(e:OSError, # what the system said
@@ -40,7 +41,8 @@ def disk_error(e:OSError, # what the system said
               )->OSError:
     "An `OSError` of `e`'s kind whose message names `path` and says in words what happened."
     why = _WHY.get(e.errno, e.strerror or str(e))
-    return type(e)(e.errno, f'cannot write {path}: {why} ({e.strerror or e}); any older {path.name} is '
+    return type(e)(e.errno, f'cannot write {path}: {why} ({e.strerror or e}); '
+                   f'any older {path.name} is '
                    'left as it was')
 
 def atomic_write(path:Path|str, # the file to (re)place; its folder is created
@@ -75,9 +77,9 @@ def seal(data)->bytes:
 def atomic_save(obj, # anything `torch.save` takes
                 path:Path|str, # where it ends up
                )->Path:
-    "`torch.save(obj, path)` through `atomic_write`, followed by a checksum that `load_file` verifies."
+    "`torch.save(obj, path)` through `atomic_write`, then a checksum that `load_file` verifies."
     buf = io.BytesIO()
-    torch.save(obj, buf)  # in memory: a full disk is an OSError naming the file, not torch's zip writer failing
+    torch.save(obj, buf)  # in memory: a full disk is then an OSError naming the file, not torch's
     data = buf.getbuffer()
     def write(f):
         f.write(data)
@@ -158,25 +160,26 @@ def _refused(path:Path, e:Exception, head:bytes):
 
 def _read_regular(path:Path)->bytes:
     "The bytes of `path`, opened without blocking and read only if it is a regular file."
-    fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NONBLOCK', 0))  # a FIFO would block a plain open
+    fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NONBLOCK', 0))  # a FIFO blocks a plain open
     with open(fd, 'rb') as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode): raise CheckpointError(f'{path} is not a regular file') from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CheckpointError(f'{path} is not a regular file') from None
         return f.read()
 
 def unseal(path:Path, # named in the error
            data:bytes, # a file's bytes
           )->tuple:
-    "`(content, sealed)`: `data` without its checksum trailer, after checking it; `sealed`: it had one."
+    "`(content, sealed)`: `data` without its checksum trailer, checked; `sealed`: it had one."
     tail = data[-_SEAL_LEN:]
     if len(data) >= _SEAL_LEN and tail.startswith(SEAL) and tail.endswith(b'\n'):
         body = memoryview(data)[:-_SEAL_LEN]
         if hashlib.sha256(body).hexdigest().encode() != tail[len(SEAL):-1]:
-            raise CheckpointError(f'{path}: cannot be loaded: its checksum does not match its content, so it '
-                                  'changed after it was written (a damaged disk or copy?)') from None
+            raise CheckpointError(f'{path}: cannot be loaded: its checksum does not match its '
+                                  'content: it changed after it was written (a bad disk or copy?)') from None
         return body, True
     if SEAL[1:10] in data[-2*_SEAL_LEN:]:
-        raise CheckpointError(f'{path}: cannot be loaded: it is truncated or corrupted (its checksum trailer '
-                              f'is cut or damaged; {len(data):,} bytes)') from None
+        raise CheckpointError(f'{path}: cannot be loaded: it is truncated or corrupted (its '
+                              f'checksum trailer is cut or damaged; {len(data):,} bytes)') from None
     return data, False
 
 def _load(path:Path|str)->tuple:
@@ -191,7 +194,7 @@ def _load(path:Path|str)->tuple:
     except Exception as e:  # RuntimeError, KeyError, EOFError...: the bytes aren't a torch file
         raise CheckpointError(f'{path}: cannot be loaded: {_why_unreadable(path, e)}') from None
 
-def load_file(path:Path|str, # a file written by `torch.save` (or `atomic_save`, whose checksum is verified)
+def load_file(path:Path|str, # a file written by `torch.save` (`atomic_save`'s: checksum verified)
              )->object:
     "`torch.load(path, weights_only=True)` onto the CPU; every failure a `CheckpointError` naming `path`."
     return _load(path)[0]
@@ -230,7 +233,7 @@ def _describe(o)->str:
 def read_checkpoint(path:Path|str, # the file
                     kinds=('train', 'weights', 'export'), # the kinds of file that will do
                    )->dict:
-    "Load a fastfound file safely (see `load_file`), its checksum verified, and check it is one of `kinds`."
+    "Load a fastfound file safely (see `load_file`), checksum verified; check it is one of `kinds`."
     d, sealed = _load(path)
     if isinstance(d, dict) and d.get('format') == FORMAT:
         v = d.get('version', 0)
@@ -238,8 +241,8 @@ def read_checkpoint(path:Path|str, # the file
         if v > VERSION:
             raise CheckpointError(f'{path} is format version {v}, newer than this fastfound reads ({VERSION})')
         if v >= 2 and not sealed:
-            raise CheckpointError(f'{path}: cannot be loaded: it is format version {v}, which ends in a '
-                                  'checksum, and its checksum is missing or damaged')
+            raise CheckpointError(f'{path}: cannot be loaded: it is format version {v}, which ends '
+                                  'in a checksum, and its checksum is missing or damaged')
         if d.get('kind') not in kinds:
             hint = ' (written by the Checkpoint callback)' if kinds == ('train',) else ''
             raise CheckpointError(f'{path} is a {d.get("kind")!r} file; this needs one of '

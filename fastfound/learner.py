@@ -17,7 +17,8 @@ from .files import FORMAT, VERSION, atomic_save, check_plain, read_checkpoint
 from .state import (bare_model, cb_states, check_model_state, load_cb_states, load_model_state,
                     load_opt_state, rng_states, set_rng_states)
 from .files import CheckpointError
-from .state import (Snapshot, check_opt_state, check_train_record, hold_interrupts, release_interrupts,
+from .state import (Snapshot, check_opt_state, check_train_record, hold_interrupts,
+                             release_interrupts,
                              uninterrupted)
 
 # %% auto #0
@@ -98,7 +99,7 @@ def added_cbs(self:Learner, cbs):
     new = [c for c in cbs if not any(c is o for o in self.cbs)]
     self.add_cbs(*new)
     try:
-        release_interrupts()  # a Ctrl-C that came while adding them lands here, so they are taken off
+        release_interrupts()  # a Ctrl-C that came while adding them lands here: they go again
         yield self
     finally:
         self.remove_cbs(*new)
@@ -584,14 +585,14 @@ def save(self:Learner, path:Path|str, # where to write, atomically
 def load(self:Learner, path:Path|str, # a file from `save`, a `Checkpoint`, `export` or a bare state dict
          with_opt:bool=True, # also restore the optimizer's state, when the file has it
         )->Learner:
-    "Load the weights (and the optimizer's state) from `path`, all or nothing; only what `weights_only` takes."
+    "Load the weights (and the optimizer's state) from `path`, all or nothing, with `weights_only`."
     d = read_checkpoint(path)
     check_model_state(self.model, d['model'], path)
     opt, snap = self.opt, Snapshot(self.model, self.opt)
     try:
         if with_opt and 'opt' in d:
             if self.opt is None: self.create_opt()
-            load_opt_state(self.opt, d['opt'], d['opt_type'], path)  # checks it all before it changes anything
+            load_opt_state(self.opt, d['opt'], d['opt_type'], path)  # checks all, then changes
         load_model_state(self.model, d['model'], path)
     except BaseException:
         self.opt = opt
@@ -613,7 +614,7 @@ def state_dict(self:Learner)->dict:
 def load_state_dict(self:Learner, d:dict, # a `train` record (`state_dict`, or `read_checkpoint` of one)
                     src='the checkpoint', # named in errors and warnings
                    ):
-    "Restore the training state `d`, checked first and applied all or nothing; the next fit starts after `d`'s epoch."
+    "Restore the training state `d`, checked, all or nothing; the next fit starts after its epoch."
     check_train_record(d, src)
     check_model_state(self.model, d['model'], src)
     with_opt = 'opt' in d and self.opt is not None

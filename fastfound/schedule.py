@@ -250,7 +250,7 @@ def lr_find(self:Learner,
     finder = LRFinder(start_lr, end_lr, num_it, stop_div)
     kept = [cb for cb in self.cbs if cb.run_lr_find]
     n_len = len(self.dls.train) if hasattr(self.dls.train, '__len__') else None
-    with self.isolated(), Snapshot(self.model, self.opt, kept, self.dls):  # put back even after a Ctrl-C
+    with self.isolated(), Snapshot(self.model, self.opt, kept, self.dls):  # back even after Ctrl-C
         self.cbs = kept
         self.fit(math.ceil(num_it / n_len) if n_len else num_it, cbs=[finder])
     self.lr_finder = finder

@@ -113,25 +113,27 @@ def check_opt_state(opt:torch.optim.Optimizer, # where the state would go
                     opt_type:str, # the saved optimizer's class name
                     src='the checkpoint', # named in the error
                    ):
-    "Raise a `CheckpointError` unless `sd` is the state of an `opt_type` like `opt`, with its groups and shapes."
+    "Raise a `CheckpointError` unless `sd` is an `opt_type`'s state with `opt`'s groups and shapes."
     if opt_type != type(opt).__name__:
         raise CheckpointError(f'{src} holds the state of a {opt_type} optimizer; '
                               f'this learner uses {type(opt).__name__}')
-    if not (isinstance(sd, dict) and isinstance(sd.get('state'), dict) and isinstance(sd.get('param_groups'), list)):
+    if not (isinstance(sd, dict) and isinstance(sd.get('state'), dict)
+            and isinstance(sd.get('param_groups'), list)):
         raise _malformed(src, 'expected a dict with state and param_groups')
     gs = sd['param_groups']
     if not all(isinstance(g, dict) and isinstance(g.get('params'), list) for g in gs):
         raise _malformed(src, 'a parameter group without a list of params')
     there, here = [len(g['params']) for g in gs], [len(g['params']) for g in opt.param_groups]
     if there != here:
-        raise CheckpointError(f'{src}: its optimizer has groups of {there} parameters, this one {here}')
+        raise CheckpointError(f'{src}: its optimizer has groups of {there} parameters, this {here}')
     params = {i: p for g, o in zip(gs, opt.param_groups) for i, p in zip(g['params'], o['params'])}
     for i, st in sd['state'].items():
-        if i not in params or not isinstance(st, dict): raise _malformed(src, f'state for parameter {i!r}')
+        if i not in params or not isinstance(st, dict): raise _malformed(src, f'param {i!r}')
         p = params[i]
         for k, v in st.items():
             if isinstance(v, torch.Tensor) and v.ndim and v.shape != p.shape:
-                raise CheckpointError(f"{src}: its optimizer's {k} for parameter {i} is {tuple(v.shape)}, "
+                raise CheckpointError(f"{src}: its optimizer's {k} for parameter {i} is "
+                                      f'{tuple(v.shape)}, '
                                       f'the parameter {tuple(p.shape)}')
 
 def load_opt_state(opt:torch.optim.Optimizer, # where the state goes
@@ -139,7 +141,7 @@ def load_opt_state(opt:torch.optim.Optimizer, # where the state goes
                    opt_type:str, # the saved optimizer's class name
                    src='the checkpoint', # named in the error
                   ):
-    "`opt.load_state_dict(sd)` after `check_opt_state`, keeping the optimizer's `param_groups` dicts."
+    "`opt.load_state_dict(sd)` after `check_opt_state`, keeping the `param_groups` dicts."
     check_opt_state(opt, sd, opt_type, src)
     groups = opt.param_groups
     try: opt.load_state_dict(sd)
@@ -177,27 +179,31 @@ def load_cb_states(cbs, # the callbacks to restore
     if (lost := sorted(set(states) - set(names))):
         warnings.warn(f'{src} holds state for callbacks this learner lacks, ignored: {", ".join(lost)}')
 
-# %% ../nbs/04c_state.ipynb #01208777
+# %% ../nbs/04c_state.ipynb #d0b8dd9e
 def check_train_record(d:dict, # a `train` record, as `read_checkpoint` returned it
                        src='the checkpoint', # named in the error
                       ):
-    "Raise a `CheckpointError` unless `d` has a training record's keys, of the right types, and a valid epoch."
+    "Raise a `CheckpointError` unless `d` has a training record's keys and types and a valid epoch."
     for k, t in dict(model=dict, epoch=int, cbs=dict, rng=dict).items():
         if k not in d: raise CheckpointError(f'{src}: its training record has no {k!r}')
         if not isinstance(d[k], t) or isinstance(d[k], bool):
-            raise CheckpointError(f'{src}: its {k!r} is a {type(d[k]).__name__}, not a {t.__name__}')
+            raise CheckpointError(f'{src}: its {k!r} is a {type(d[k]).__name__}, '
+                                  f'not a {t.__name__}')
     n, e = d.get('n_epochs'), d['epoch']
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
         raise CheckpointError(f'{src}: its n_epochs is {n!r}, not a whole number >= 0')
     if e < 0 or (n and e >= n):  # n_epochs is 0 in the state of a learner never fitted
-        raise CheckpointError(f'{src}: its epoch {e} is out of range (0 to {"..." if n is None else n - 1})')
-    if ('opt' in d) != ('opt_type' in d): raise CheckpointError(f'{src}: it has opt without opt_type, or back')
+        top = '...' if n is None else n - 1
+        raise CheckpointError(f'{src}: its epoch {e} is out of range (0 to {top})')
+    if ('opt' in d) != ('opt_type' in d):
+        raise CheckpointError(f'{src}: it has opt without opt_type, or back')
     if not all(isinstance(v, dict) for v in d['cbs'].values()):
         raise CheckpointError(f"{src}: its callbacks' states are not all dicts")
-    if not isinstance(d['rng'].get('torch'), torch.Tensor) or 'python' not in d['rng'] or 'numpy' not in d['rng']:
+    r = d['rng']
+    if not isinstance(r.get('torch'), torch.Tensor) or 'python' not in r or 'numpy' not in r:
         raise CheckpointError(f'{src}: its random number generator states are incomplete')
 
-# %% ../nbs/04c_state.ipynb #9c643f31
+# %% ../nbs/04c_state.ipynb #28e4f6b8
 _HELD = set()  # the code of the functions in whose frames a Ctrl-C waits
 
 class _Sigint:
@@ -216,10 +222,10 @@ def _on_sigint(signum, frame):
     else: _Sigint.old(signum, frame)
 
 def hold_interrupts():
-    "Install the SIGINT handler that lets `uninterrupted` code finish first (main thread only; idempotent)."
+    "Install the SIGINT handler that lets `uninterrupted` code finish (main thread only; once)."
     if threading.current_thread() is not threading.main_thread(): return
     cur = signal.getsignal(signal.SIGINT)
-    if cur is _on_sigint or not callable(cur): return  # ours already, or SIG_IGN/SIG_DFL: nothing to defer
+    if cur is _on_sigint or not callable(cur): return  # ours already, or SIG_IGN/SIG_DFL
     _Sigint.old = cur
     signal.signal(signal.SIGINT, _on_sigint)
 
@@ -230,7 +236,7 @@ def release_interrupts():
         raise KeyboardInterrupt
 
 def uninterrupted(f):
-    "Mark `f`: a Ctrl-C while it (or what it calls) runs waits until it returns; a generator must `release`."
+    "Mark `f`: a Ctrl-C while it (or what it calls) runs waits until it returns (see above)."
     _HELD.add(f.__code__)
     if inspect.isgeneratorfunction(f): return f
     @functools.wraps(f)
@@ -238,16 +244,16 @@ def uninterrupted(f):
         hold_interrupts()
         try: r = f(*args, **kwargs)
         except BaseException:
-            if not held(inspect.currentframe().f_back): _Sigint.pending = False  # the error says enough
+            if not held(inspect.currentframe().f_back): _Sigint.pending = False  # the error is news
             raise
         release_interrupts()
         return r
     _HELD.add(_f.__code__)
     return _f
 
-# %% ../nbs/04c_state.ipynb #b7e2fce0
+# %% ../nbs/04c_state.ipynb #a92d4fc8
 class Snapshot:
-    "Copies of a model's weights, an optimizer's state, callbacks' states and the RNGs to `restore` (or on leaving a `with`)."
+    "Copies of weights, optimizer state, callbacks' states and RNGs for `restore` (or a `with`)."
     def __init__(self, model:nn.Module, opt=None, cbs=(), dls=None):
         self.model, self.opt, self.cbs, self.dls = model, opt, list(cbs), dls
         self.model_sd = copy.deepcopy(bare_model(model).state_dict())
