@@ -7,34 +7,57 @@ from __future__ import annotations
 import csv, os
 from pathlib import Path
 from .events import Callback, CancelFitException
+from .files import atomic_write, disk_error, writable
 
 # %% auto #0
 __all__ = ['CSVLogger', 'Monitor', 'EarlyStopping']
 
 # %% ../nbs/07_callbacks.ipynb #6a649c79
+def _epoch_of(line:str, i:int)->int:
+    "The epoch in column `i` of the CSV row `line`; -1 if it has none."
+    r = next(csv.reader([line]), [])
+    return int(r[i]) if len(r) > i and r[i].isdigit() else -1
+
 class CSVLogger(Callback):
-    "Append `learn.epoch_stats` to `fname` as a CSV row each epoch, flushed to disk."
+    "Append `learn.epoch_stats` to `fname` as a CSV row each epoch, flushed; a resume drops later rows."
     order, run_lr_find, main_only = 30, False, True
     def __init__(self, fname:Path|str='history.csv'): self.fname, self._f = Path(fname), None
 
     def before_fit(self):
-        self.fname.parent.mkdir(parents=True, exist_ok=True)
-        self._old = None
-        if self.fname.exists() and self.fname.stat().st_size:
-            with open(self.fname, newline='') as f: self._old = next(csv.reader(f), None)
-        self._f, self._w = open(self.fname, 'a', newline=''), None
+        writable(self.fname.parent)  # a folder we can't write to shows now, not after an epoch
+        self._f = self._w = self._old = None
+
+    def _open(self):
+        "Open the log to append, keeping whole rows; when resuming, those of the epochs before."
+        lines = []
+        if self.fname.exists():
+            with open(self.fname, newline='') as f: lines = f.read().splitlines(keepends=True)
+        cut = lines and not lines[-1].endswith('\n')  # a row cut short by a crash or a full disk
+        keep = lines[:-1] if cut else list(lines)
+        self._old, start = next(csv.reader(keep[:1]), None), self.learn.start_epoch
+        if self._old and 'epoch' in self._old and start:
+            i = self._old.index('epoch')
+            while len(keep) > 1 and _epoch_of(keep[-1], i) >= start: keep.pop()  # not checkpointed
+        if keep != lines: atomic_write(self.fname, lambda f: f.write(''.join(keep).encode()))
+        self._f = open(self.fname, 'a', newline='')
 
     def after_epoch(self):
         row = {k: (f'{v:.6g}' if isinstance(v, float) else v) for k, v in self.learn.epoch_stats.items()}
+        if self._f is None: self._open()
         if self._w is None:
             if self._old is not None and self._old != list(row):
                 raise ValueError(f'{self.fname} has columns {self._old}, this fit logs {list(row)}: '
                                  'use another file')
             self._w = csv.DictWriter(self._f, fieldnames=list(row))
             if self._old is None: self._w.writeheader()
-        self._w.writerow(row)
-        self._f.flush()
-        os.fsync(self._f.fileno())
+        size = self._f.tell()
+        try:
+            self._w.writerow(row)
+            self._f.flush()
+            os.fsync(self._f.fileno())
+        except OSError as e:
+            self._f.truncate(size)  # no partial row left (the next fit would drop one anyway)
+            raise disk_error(e, self.fname) from None
 
     def cleanup_fit(self):
         if self._f is not None: self._f.close()

@@ -10,7 +10,7 @@ from fastcore.basics import patch
 from .callbacks import Monitor
 from .data import DataLoaders
 from .events import Callback
-from .files import FORMAT, VERSION, atomic_save, read_checkpoint, sweep_temps
+from .files import FORMAT, VERSION, atomic_save, read_checkpoint, sweep_temps, writable
 from .learner import Learner
 from .state import bare_model, load_model_state
 from .ranks import barrier, is_main
@@ -51,6 +51,7 @@ class Checkpoint(Callback, Monitor):
 # %% ../nbs/10_checkpoint.ipynb #5a7e0c31
 @patch
 def before_fit(self:Checkpoint):
+    writable(self.path)  # a folder it cannot write to fails the fit now, not after its first epoch
     if is_main():
         for p in (self.last_path, self.best_path): sweep_temps(p)  # what killed saves left behind
     self._finished = True

@@ -18,26 +18,55 @@ __all__ = ['FMNIST_URL', 'FMNIST_SHA256', 'FMNIST_FILES', 'FMNIST_CLASSES', 'DEB
            'fashion_mnist_dls']
 
 # %% ../nbs/05_data.ipynb #986600c3
+def _read_into(f, buf:memoryview)->int:
+    "Fill `buf` from `f`; the number of bytes it got (fewer at the end of the file)."
+    n = 0
+    while n < len(buf) and (k := f.readinto(buf[n:])): n += k
+    return n
+
+def _idx_shape(f, fn:Path, ndim:int|None, max_count:int, max_bytes:int)->tuple:
+    "Read and check an IDX header from `f`: the magic number, then dimensions within the bounds."
+    head = f.read(4)
+    if len(head) < 4 or head[:3] != b'\x00\x00\x08':
+        raise ValueError(f'{fn}: bad magic number 0x{head.hex()}; '
+                         'expected 0x0000080N (an unsigned-byte IDX file)')
+    nd = head[3]
+    if ndim is not None and nd != ndim:
+        raise ValueError(f'{fn}: magic number 0x{head.hex()} says {nd} dimensions, expected {ndim}')
+    dims = f.read(4*nd)
+    if len(dims) < 4*nd: raise ValueError(f'{fn}: truncated header ({4 + len(dims)} bytes)')
+    shape = struct.unpack(f'>{nd}I', dims)
+    if nd and shape[0] > max_count:
+        raise ValueError(f'{fn}: header claims {shape[0]:,} items, '
+                         f'more than max_count={max_count:,}')
+    if math.prod(shape) > max_bytes:
+        raise ValueError(f'{fn}: header claims shape {shape} ({math.prod(shape):,} bytes), '
+                         f'more than max_bytes={max_bytes:,}')
+    return shape
+
 def read_idx(fn:Path|str, # an IDX file, gzipped if its name ends in `.gz`
              ndim:int|None=None, # the number of dimensions it must have, if given
+             max_count:int=150_000, # refuse a header claiming more items (Fashion-MNIST has 60,000)
+             max_bytes:int=2**28, # refuse a header claiming more bytes (256 MiB)
             )->Tensor: # a `uint8` tensor of the shape the header gives
-    "Read an unsigned-byte IDX file, checking its magic number and that its size matches its header."
+    "Read an unsigned-byte IDX file, streaming: the header is checked and bounded before the body."
     fn = Path(fn)
-    try: data = gzip.decompress(fn.read_bytes()) if fn.suffix == '.gz' else fn.read_bytes()
+    try:
+        with (gzip.open(fn) if fn.suffix == '.gz' else open(fn, 'rb')) as f:
+            shape = _idx_shape(f, fn, ndim, max_count, max_bytes)
+            want = math.prod(shape)
+            buf = bytearray(want)  # what the header claims, within the bounds, and no more
+            got = _read_into(f, memoryview(buf))
+            extra = f.read(1)
     except (EOFError, OSError, zlib.error) as e:
         if isinstance(e, FileNotFoundError): raise
         raise ValueError(f'{fn}: truncated or corrupt gzip data ({e})') from e
-    if len(data) < 4 or data[:3] != b'\x00\x00\x08':
-        raise ValueError(f'{fn}: bad magic number 0x{data[:4].hex()}; expected 0x0000080N (an unsigned-byte IDX file)')
-    nd = data[3]
-    if ndim is not None and nd != ndim:
-        raise ValueError(f'{fn}: magic number 0x{data[:4].hex()} says {nd} dimensions, expected {ndim}')
-    start = 4 + 4*nd
-    if len(data) < start: raise ValueError(f'{fn}: truncated header ({len(data)} bytes)')
-    shape = struct.unpack(f'>{nd}I', data[4:start])
-    want, got = math.prod(shape), len(data) - start
-    if got != want: raise ValueError(f'{fn}: header says shape {shape} ({want} bytes) but the file holds {got} bytes')
-    return torch.frombuffer(bytearray(data[start:]), dtype=torch.uint8).view(shape) if want else torch.zeros(shape, dtype=torch.uint8)
+    if got < want or extra:
+        held = f'{got} bytes' if not extra else 'more' if fn.suffix == '.gz' else (
+            f'{fn.stat().st_size - 4 - 4*len(shape)} bytes')
+        raise ValueError(f'{fn}: header says shape {shape} ({want} bytes) but the file holds {held}')
+    if not want: return torch.zeros(shape, dtype=torch.uint8)
+    return torch.frombuffer(buf, dtype=torch.uint8).view(shape)
 
 # %% ../nbs/05_data.ipynb #82dbf817
 def write_idx(fn:Path|str, # where to write; gzipped if the name ends in `.gz`

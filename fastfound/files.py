@@ -4,13 +4,14 @@
 
 # %% ../nbs/04b_files.ipynb #f699814c
 from __future__ import annotations
-import os, pickle, uuid, warnings
+import errno, hashlib, io, os, pickle, stat, uuid, warnings
 from pathlib import Path
 import torch
 
 # %% auto #0
-__all__ = ['FORMAT', 'VERSION', 'file_mode', 'temp_name', 'atomic_write', 'atomic_save', 'sweep_temps', 'CheckpointError',
-           'regular_file', 'load_file', 'check_plain', 'short_list', 'read_checkpoint']
+__all__ = ['SEAL', 'FORMAT', 'VERSION', 'file_mode', 'temp_name', 'disk_error', 'atomic_write', 'seal', 'atomic_save', 'writable',
+           'sweep_temps', 'CheckpointError', 'regular_file', 'unseal', 'load_file', 'check_plain', 'short_list',
+           'read_checkpoint']
 
 # %% ../nbs/04b_files.ipynb #7985843d
 def file_mode()->int:
@@ -29,32 +30,76 @@ def temp_name(path:Path)->Path:
     "A temporary file beside `path` that only this process will use."
     return path.parent/f'.{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp'
 
+_WHY = {errno.ENOSPC: 'the disk is full', errno.EDQUOT: 'the disk quota is used up',
+        errno.EROFS: 'the file system is read-only', errno.EACCES: 'permission denied',
+        errno.EPERM: 'permission denied',
+        errno.ENOTDIR: 'a part of its path is a file, not a folder',
+        errno.EEXIST: 'a part of its path is a file, not a folder'}
+
+def disk_error(e:OSError, # what the system said
+               path:Path, # the file being written
+              )->OSError:
+    "An `OSError` of `e`'s kind whose message names `path` and says in words what happened."
+    why = _WHY.get(e.errno, e.strerror or str(e))
+    return type(e)(e.errno, f'cannot write {path}: {why} ({e.strerror or e}); '
+                   f'any older {path.name} is '
+                   'left as it was')
+
 def atomic_write(path:Path|str, # the file to (re)place; its folder is created
                  write, # `write(f)` writes the content to the open binary file `f`
                  check=None, # `check(tmp)` may read the written temporary file and raise, before the rename
                 )->Path:
     "Write `path` through a temporary file, fsync and a rename: it holds the old content or the new, whole."
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_name(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, 'xb') as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         if check is not None: check(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in _WHY: raise disk_error(e, path) from None
         raise
     _fsync_dir(path.parent)
     return path
 
+SEAL = b'\nfastfound-sha256:'  # then the hex SHA-256 of everything before it, and a newline
+_SEAL_LEN = len(SEAL) + 65
+
+def seal(data)->bytes:
+    "The checksum trailer `atomic_save` writes after the bytes `data` of a `torch.save`."
+    return SEAL + hashlib.sha256(data).hexdigest().encode() + b'\n'
+
 def atomic_save(obj, # anything `torch.save` takes
                 path:Path|str, # where it ends up
                )->Path:
-    "`torch.save(obj, path)` through `atomic_write`."
-    return atomic_write(path, lambda f: torch.save(obj, f))
+    "`torch.save(obj, path)` through `atomic_write`, then a checksum that `load_file` verifies."
+    buf = io.BytesIO()
+    torch.save(obj, buf)  # in memory: a full disk is then an OSError naming the file, not torch's
+    data = buf.getbuffer()
+    def write(f):
+        f.write(data)
+        f.write(seal(data))
+    return atomic_write(path, write)
+
+def writable(folder:Path|str, # a folder that files will be written to; created if missing
+            )->Path:
+    "`folder`, after checking a file can be created in it; else a `disk_error` naming it."
+    folder = Path(folder)
+    probe = temp_name(folder/'probe')
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(probe, 'xb') as f: f.write(b'0')
+    except OSError as e:
+        try: probe.unlink(missing_ok=True)
+        except OSError: pass  # its folder is not there to hold it
+        raise disk_error(e, probe.parent) from None
+    probe.unlink()
+    return folder
 
 # %% ../nbs/04b_files.ipynb #b3c9d0a1
 def _alive(pid:int)->bool:
@@ -103,9 +148,8 @@ def regular_file(path:Path|str)->Path:
     return path
 
 # %% ../nbs/04b_files.ipynb #b0d98683
-def _refused(path:Path, e:Exception):
+def _refused(path:Path, e:Exception, head:bytes):
     "A `CheckpointError` for a file that `weights_only` refused, or could not read."
-    with open(path, 'rb') as f: head = f.read(4)
     pickled = head == b'PK\x03\x04' or head[:1] == b'\x80'  # torch's zip format, or a bare pickle
     if pickled and 'Weights only load failed' in str(e):
         why = _first_line(e, 'GLOBAL', 'Unsupported', 'WeightsUnpickler error')
@@ -114,21 +158,50 @@ def _refused(path:Path, e:Exception):
                                'fastfound loads only with torch.load(weights_only=True).')
     return CheckpointError(f'{path}: cannot be loaded: {_why_unreadable(path, e)}')
 
-def load_file(path:Path|str, # a file written by `torch.save`
-             )->object:
-    "`torch.load(path, weights_only=True)` onto the CPU; every failure a `CheckpointError` naming `path`."
+def _read_regular(path:Path)->bytes:
+    "The bytes of `path`, opened without blocking and read only if it is a regular file."
+    fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NONBLOCK', 0))  # a FIFO blocks a plain open
+    with open(fd, 'rb') as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CheckpointError(f'{path} is not a regular file') from None
+        return f.read()
+
+def unseal(path:Path, # named in the error
+           data:bytes, # a file's bytes
+          )->tuple:
+    "`(content, sealed)`: `data` without its checksum trailer, checked; `sealed`: it had one."
+    tail = data[-_SEAL_LEN:]
+    if len(data) >= _SEAL_LEN and tail.startswith(SEAL) and tail.endswith(b'\n'):
+        body = memoryview(data)[:-_SEAL_LEN]
+        if hashlib.sha256(body).hexdigest().encode() != tail[len(SEAL):-1]:
+            raise CheckpointError(f'{path}: cannot be loaded: its checksum does not match its '
+                                  'content: it changed after it was written (a bad disk or copy?)') from None
+        return body, True
+    if SEAL[1:10] in data[-2*_SEAL_LEN:]:
+        raise CheckpointError(f'{path}: cannot be loaded: it is truncated or corrupted (its '
+                              f'checksum trailer is cut or damaged; {len(data):,} bytes)') from None
+    return data, False
+
+def _load(path:Path|str)->tuple:
+    "`(object, sealed)` from the file `path`; see `load_file`."
     path = regular_file(path)
+    data, sealed = unseal(path, _read_regular(path))
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings('ignore', message='Detected pickle protocol')  # torch's noise
-            return torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as e: raise _refused(path, e) from None
+            return torch.load(io.BytesIO(data), map_location='cpu', weights_only=True), sealed
+    except pickle.UnpicklingError as e: raise _refused(path, e, bytes(data[:4])) from None
     except Exception as e:  # RuntimeError, KeyError, EOFError...: the bytes aren't a torch file
         raise CheckpointError(f'{path}: cannot be loaded: {_why_unreadable(path, e)}') from None
 
+def load_file(path:Path|str, # a file written by `torch.save` (`atomic_save`'s: checksum verified)
+             )->object:
+    "`torch.load(path, weights_only=True)` onto the CPU; every failure a `CheckpointError` naming `path`."
+    return _load(path)[0]
+
 # %% ../nbs/04b_files.ipynb #befbfd3e
 FORMAT = 'fastfound'  # the marker every file we write carries, with a format version
-VERSION = 1
+VERSION = 2  # 2: every file ends in a checksum (see `seal`)
 _SCALARS = (int, float, complex, bool, str, bytes, type(None))  # exact types: np.float64 is a float subclass
 _TORCH = (torch.Tensor, torch.Size, torch.dtype, torch.device)
 
@@ -160,13 +233,16 @@ def _describe(o)->str:
 def read_checkpoint(path:Path|str, # the file
                     kinds=('train', 'weights', 'export'), # the kinds of file that will do
                    )->dict:
-    "Load a fastfound file safely (see `load_file`) and check it is one of `kinds`."
-    d = load_file(path)
+    "Load a fastfound file safely (see `load_file`), checksum verified; check it is one of `kinds`."
+    d, sealed = _load(path)
     if isinstance(d, dict) and d.get('format') == FORMAT:
         v = d.get('version', 0)
         if not isinstance(v, int): raise CheckpointError(f'{path} has a format version {v!r} that is no number')
         if v > VERSION:
             raise CheckpointError(f'{path} is format version {v}, newer than this fastfound reads ({VERSION})')
+        if v >= 2 and not sealed:
+            raise CheckpointError(f'{path}: cannot be loaded: it is format version {v}, which ends '
+                                  'in a checksum, and its checksum is missing or damaged')
         if d.get('kind') not in kinds:
             hint = ' (written by the Checkpoint callback)' if kinds == ('train',) else ''
             raise CheckpointError(f'{path} is a {d.get("kind")!r} file; this needs one of '

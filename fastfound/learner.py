@@ -17,6 +17,10 @@ from .files import FORMAT, VERSION, atomic_save, check_plain, read_checkpoint
 from .state import (bare_model, cb_states, check_model_state, load_cb_states, load_model_state,
                     load_opt_state, rng_states, set_rng_states)
 from .ranks import all_reduce_sum, barrier, broadcast, is_main, world_size
+from .files import CheckpointError
+from .state import (Snapshot, check_opt_state, check_train_record, hold_interrupts,
+                             release_interrupts,
+                             uninterrupted)
 
 # %% auto #0
 __all__ = ['n_batches', 'Learner', 'to_device', 'DeviceCB', 'accuracy', 'metric_name', 'is_metric_obj', 'MetricsCB', 'Recorder',
@@ -88,13 +92,19 @@ def remove_cbs(self:Learner, *cbs):
 
 @patch
 @contextmanager
+@uninterrupted
 def added_cbs(self:Learner, cbs):
-    "Add `cbs` for the duration of a `with` block."
+    "Add `cbs` for the duration of a `with` block; a Ctrl-C waits while they are added and removed."
+    hold_interrupts()
     cbs = [c() if isinstance(c, type) else c for c in listify(cbs)]
     new = [c for c in cbs if not any(c is o for o in self.cbs)]
     self.add_cbs(*new)
-    try: yield self
-    finally: self.remove_cbs(*new)
+    try:
+        release_interrupts()  # a Ctrl-C that came while adding them lands here: they go again
+        yield self
+    finally:
+        self.remove_cbs(*new)
+        release_interrupts()
 
 # %% ../nbs/06_learner.ipynb #adca6716
 @patch
@@ -540,16 +550,21 @@ def default_cbs()->list:
 # %% ../nbs/06_learner.ipynb #2d9c4e51
 @patch
 @contextmanager
+@uninterrupted
 def isolated(self:Learner):
     "Run a `with` block, then restore the learner's attributes, its modules' modes and the grad mode."
+    hold_interrupts()
     saved = {k: list(v) if isinstance(v, list) else v for k, v in self.__dict__.items()}
     mods = list(self.model.modules()) if isinstance(self.model, nn.Module) else []
     modes, grad = [m.training for m in mods], torch.is_grad_enabled()
-    try: yield self
-    finally:
+    try:
+        release_interrupts()
+        yield self
+    finally:  # a Ctrl-C waits until all of it is back (see `uninterrupted`)
         self.__dict__ = saved
         run_all('restore', [lambda: torch.set_grad_enabled(grad)] +
                 [lambda m=m, t=t: setattr(m, 'training', t) for m, t in zip(mods, modes)])
+        release_interrupts()
 
 @patch
 def run_pass(self:Learner, dl, # the batches to run over
@@ -582,16 +597,23 @@ def save(self:Learner, path:Path|str, # where to write, atomically
     return Path(path)
 
 @patch
+@uninterrupted
 def load(self:Learner, path:Path|str, # a file from `save`, a `Checkpoint`, `export` or a bare state dict
          with_opt:bool=True, # also restore the optimizer's state, when the file has it
         )->Learner:
-    "Load the weights (and the optimizer's state) from `path`, refusing anything `weights_only` refuses."
+    "Load the weights (and the optimizer's state) from `path`, all or nothing, with `weights_only`."
     d = read_checkpoint(path)
     check_model_state(self.model, d['model'], path)
-    if with_opt and 'opt' in d:
-        if self.opt is None: self.create_opt()
-        load_opt_state(self.opt, d['opt'], d['opt_type'], path)
-    load_model_state(self.model, d['model'], path)
+    opt, snap = self.opt, Snapshot(self.model, self.opt)
+    try:
+        if with_opt and 'opt' in d:
+            if self.opt is None: self.create_opt()
+            load_opt_state(self.opt, d['opt'], d['opt_type'], path)  # checks all, then changes
+        load_model_state(self.model, d['model'], path)
+    except BaseException:
+        self.opt = opt
+        snap.restore()
+        raise
     return self
 
 # %% ../nbs/06_learner.ipynb #6c0e9b13
@@ -604,15 +626,26 @@ def state_dict(self:Learner)->dict:
                         rng=rng_states(self.dls), torch=str(torch.__version__))
 
 @patch
+@uninterrupted
 def load_state_dict(self:Learner, d:dict, # a `train` record (`state_dict`, or `read_checkpoint` of one)
                     src='the checkpoint', # named in errors and warnings
                    ):
-    "Restore the training state `d`; the next fit starts with the epoch after `d`'s."
+    "Restore the training state `d`, checked, all or nothing; the next fit starts after its epoch."
+    check_train_record(d, src)
     check_model_state(self.model, d['model'], src)
-    if 'opt' in d and self.opt is not None: load_opt_state(self.opt, d['opt'], d['opt_type'], src)
-    load_model_state(self.model, d['model'], src)
-    load_cb_states(self.cbs, d['cbs'], src)
-    set_rng_states(d['rng'], self.dls)
+    with_opt = 'opt' in d and self.opt is not None
+    if with_opt: check_opt_state(self.opt, d['opt'], d['opt_type'], src)
+    snap = Snapshot(self.model, self.opt, self.cbs, self.dls)
+    try:
+        if with_opt: load_opt_state(self.opt, d['opt'], d['opt_type'], src)
+        load_model_state(self.model, d['model'], src)
+        load_cb_states(self.cbs, d['cbs'], src)
+        set_rng_states(d['rng'], self.dls)
+    except Exception as e:
+        snap.restore()
+        if isinstance(e, CheckpointError): raise
+        raise CheckpointError(f'{src}: could not be applied ({type(e).__name__}: {e}); '
+                              'the learner is as it was') from None
     self.start_epoch = d['epoch'] + 1
 
 # %% ../nbs/06_learner.ipynb #4a8e1d77

@@ -7,13 +7,12 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections import namedtuple
-from copy import deepcopy
 import numpy as np
 from fastcore.basics import listify, patch
-from .events import Callback, CancelFitException, CancelValidateException, run_all
+from .events import Callback, CancelFitException, CancelValidateException
 from .learner import Learner
-from .state import load_opt_state, rng_states, set_rng_states
 from .ranks import mean_all
+from .state import Snapshot
 
 # %% auto #0
 __all__ = ['SuggestedLRs', 'Sched', 'SchedLin', 'SchedCos', 'SchedNo', 'SchedExp', 'CombinedSched', 'combine_scheds',
@@ -251,18 +250,10 @@ def lr_find(self:Learner,
         raise ValueError('lr_find sets the learning rate of an optimizer: this Learner has none (opt_func=None)')
     finder = LRFinder(start_lr, end_lr, num_it, stop_div)
     kept = [cb for cb in self.cbs if cb.run_lr_find]
-    opt, model_sd, rng = self.opt, deepcopy(self.model.state_dict()), rng_states()
-    opt_sd = None if opt is None else deepcopy(opt.state_dict())
-    cb_sds = [(cb, deepcopy(cb.state_dict())) for cb in kept]
     n_len = len(self.dls.train) if hasattr(self.dls.train, '__len__') else None
-    with self.isolated():
+    with self.isolated(), Snapshot(self.model, self.opt, kept, self.dls):  # back even after Ctrl-C
         self.cbs = kept
-        try: self.fit(math.ceil(num_it / n_len) if n_len else num_it, cbs=[finder])
-        finally:
-            run_all('lr_find restore', [lambda: self.model.load_state_dict(model_sd),
-                                        lambda: opt is None or load_opt_state(opt, opt_sd, type(opt).__name__),
-                                        *[lambda cb=cb, sd=sd: cb.load_state_dict(sd) for cb, sd in cb_sds],
-                                        lambda: set_rng_states(rng)])
+        self.fit(math.ceil(num_it / n_len) if n_len else num_it, cbs=[finder])
     self.lr_finder = finder
     sug = suggest_lrs(finder.lrs, finder.losses)
     if show_plot: finder.plot(sug)

@@ -4,15 +4,16 @@
 
 # %% ../nbs/04c_state.ipynb #8818da8e
 from __future__ import annotations
-import random, warnings
+import copy, functools, inspect, random, signal, threading, warnings
 import numpy as np
 import torch
 from torch import nn
 from .files import CheckpointError, short_list
 
 # %% auto #0
-__all__ = ['rng_states', 'set_rng_states', 'set_seed', 'bare_model', 'check_model_state', 'load_model_state', 'load_opt_state',
-           'cb_names', 'cb_states', 'load_cb_states']
+__all__ = ['rng_states', 'set_rng_states', 'set_seed', 'bare_model', 'check_model_state', 'load_model_state', 'check_opt_state',
+           'load_opt_state', 'cb_names', 'cb_states', 'load_cb_states', 'check_train_record', 'held', 'hold_interrupts',
+           'release_interrupts', 'uninterrupted', 'Snapshot']
 
 # %% ../nbs/04c_state.ipynb #37d6fb82
 def _np_state():
@@ -105,15 +106,43 @@ def load_model_state(model:nn.Module, # where the weights go
     bare_model(model).load_state_dict(sd)
 
 # %% ../nbs/04c_state.ipynb #a7bb6fca
+def _malformed(src, why): return CheckpointError(f'{src}: its optimizer state is malformed ({why})')
+
+def check_opt_state(opt:torch.optim.Optimizer, # where the state would go
+                    sd:dict, # `opt.state_dict()` of the saved optimizer
+                    opt_type:str, # the saved optimizer's class name
+                    src='the checkpoint', # named in the error
+                   ):
+    "Raise a `CheckpointError` unless `sd` is an `opt_type`'s state with `opt`'s groups and shapes."
+    if opt_type != type(opt).__name__:
+        raise CheckpointError(f'{src} holds the state of a {opt_type} optimizer; '
+                              f'this learner uses {type(opt).__name__}')
+    if not (isinstance(sd, dict) and isinstance(sd.get('state'), dict)
+            and isinstance(sd.get('param_groups'), list)):
+        raise _malformed(src, 'expected a dict with state and param_groups')
+    gs = sd['param_groups']
+    if not all(isinstance(g, dict) and isinstance(g.get('params'), list) for g in gs):
+        raise _malformed(src, 'a parameter group without a list of params')
+    there, here = [len(g['params']) for g in gs], [len(g['params']) for g in opt.param_groups]
+    if there != here:
+        raise CheckpointError(f'{src}: its optimizer has groups of {there} parameters, this {here}')
+    params = {i: p for g, o in zip(gs, opt.param_groups) for i, p in zip(g['params'], o['params'])}
+    for i, st in sd['state'].items():
+        if i not in params or not isinstance(st, dict): raise _malformed(src, f'param {i!r}')
+        p = params[i]
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor) and v.ndim and v.shape != p.shape:
+                raise CheckpointError(f"{src}: its optimizer's {k} for parameter {i} is "
+                                      f'{tuple(v.shape)}, '
+                                      f'the parameter {tuple(p.shape)}')
+
 def load_opt_state(opt:torch.optim.Optimizer, # where the state goes
                    sd:dict, # `opt.state_dict()` of the saved optimizer
                    opt_type:str, # the saved optimizer's class name
                    src='the checkpoint', # named in the error
                   ):
-    "`opt.load_state_dict(sd)`, checking the optimizer's class and keeping its `param_groups` dicts."
-    if opt_type != type(opt).__name__:
-        raise CheckpointError(f'{src} holds the state of a {opt_type} optimizer; '
-                              f'this learner uses {type(opt).__name__}')
+    "`opt.load_state_dict(sd)` after `check_opt_state`, keeping the `param_groups` dicts."
+    check_opt_state(opt, sd, opt_type, src)
     groups = opt.param_groups
     try: opt.load_state_dict(sd)
     except (ValueError, KeyError, TypeError) as e:
@@ -149,3 +178,98 @@ def load_cb_states(cbs, # the callbacks to restore
         elif cb.state_dict(): warnings.warn(f'{src} holds no state for callback {n}; it starts afresh')
     if (lost := sorted(set(states) - set(names))):
         warnings.warn(f'{src} holds state for callbacks this learner lacks, ignored: {", ".join(lost)}')
+
+# %% ../nbs/04c_state.ipynb #370342c8
+def check_train_record(d:dict, # a `train` record, as `read_checkpoint` returned it
+                       src='the checkpoint', # named in the error
+                      ):
+    "Raise a `CheckpointError` unless `d` has a training record's keys and types and a valid epoch."
+    for k, t in dict(model=dict, epoch=int, cbs=dict, rng=dict).items():
+        if k not in d: raise CheckpointError(f'{src}: its training record has no {k!r}')
+        if not isinstance(d[k], t) or isinstance(d[k], bool):
+            raise CheckpointError(f'{src}: its {k!r} is a {type(d[k]).__name__}, '
+                                  f'not a {t.__name__}')
+    n, e = d.get('n_epochs'), d['epoch']
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
+        raise CheckpointError(f'{src}: its n_epochs is {n!r}, not a whole number >= 0')
+    if e < 0 or (n and e >= n):  # n_epochs is 0 in the state of a learner never fitted
+        top = '...' if n is None else n - 1
+        raise CheckpointError(f'{src}: its epoch {e} is out of range (0 to {top})')
+    if ('opt' in d) != ('opt_type' in d):
+        raise CheckpointError(f'{src}: it has opt without opt_type, or back')
+    if not all(isinstance(v, dict) for v in d['cbs'].values()):
+        raise CheckpointError(f"{src}: its callbacks' states are not all dicts")
+    r = d['rng']
+    if not isinstance(r.get('torch'), torch.Tensor) or 'python' not in r or 'numpy' not in r:
+        raise CheckpointError(f'{src}: its random number generator states are incomplete')
+
+# %% ../nbs/04c_state.ipynb #f9ecffd2
+_HELD = set()  # the code of the functions in whose frames a Ctrl-C waits
+
+class _Sigint:
+    "The handler that was there before ours, and whether a Ctrl-C is waiting."
+    old, pending = None, False
+
+def held(frame)->bool:
+    "Whether `frame`, or a frame that called it, runs code marked `uninterrupted`."
+    while frame is not None:
+        if frame.f_code in _HELD: return True
+        frame = frame.f_back
+    return False
+
+def _on_sigint(signum, frame):
+    if held(frame): _Sigint.pending = True
+    else: _Sigint.old(signum, frame)
+
+def hold_interrupts():
+    "Install the SIGINT handler that lets `uninterrupted` code finish (main thread only; once)."
+    if threading.current_thread() is not threading.main_thread(): return
+    cur = signal.getsignal(signal.SIGINT)
+    if cur is _on_sigint or not callable(cur): return  # ours already, or SIG_IGN/SIG_DFL
+    _Sigint.old = cur
+    signal.signal(signal.SIGINT, _on_sigint)
+
+def release_interrupts():
+    "Raise the Ctrl-C that was held back, unless whatever called the calling frame is held too."
+    if _Sigint.pending and not held(inspect.currentframe().f_back.f_back):
+        _Sigint.pending = False
+        raise KeyboardInterrupt
+
+def uninterrupted(f):
+    "Mark `f`: a Ctrl-C while it (or what it calls) runs waits until it returns (see above)."
+    _HELD.add(f.__code__)
+    if inspect.isgeneratorfunction(f): return f
+    @functools.wraps(f)
+    def _f(*args, **kwargs):
+        hold_interrupts()
+        try: r = f(*args, **kwargs)
+        except BaseException:
+            if not held(inspect.currentframe().f_back): _Sigint.pending = False  # the error is news
+            raise
+        release_interrupts()
+        return r
+    _HELD.add(_f.__code__)
+    return _f
+
+# %% ../nbs/04c_state.ipynb #19f64f83
+class Snapshot:
+    "Copies of weights, optimizer state, callbacks' states and RNGs for `restore` (or a `with`)."
+    def __init__(self, model:nn.Module, opt=None, cbs=(), dls=None):
+        self.model, self.opt, self.cbs, self.dls = model, opt, list(cbs), dls
+        self.model_sd = copy.deepcopy(bare_model(model).state_dict())
+        self.opt_sd = None if opt is None else copy.deepcopy(opt.state_dict())
+        self.cb_sds = [copy.deepcopy(cb.state_dict()) for cb in self.cbs]
+        self.rng = rng_states(dls)
+
+    @uninterrupted
+    def restore(self):
+        "Put everything back as it was when the snapshot was taken."
+        bare_model(self.model).load_state_dict(self.model_sd)
+        if self.opt is not None: load_opt_state(self.opt, self.opt_sd, type(self.opt).__name__)
+        for cb, sd in zip(self.cbs, self.cb_sds):
+            if sd: cb.load_state_dict(sd)
+        set_rng_states(self.rng, self.dls)
+
+    def __enter__(self): return self
+    @uninterrupted
+    def __exit__(self, *exc): self.restore()
