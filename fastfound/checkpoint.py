@@ -51,8 +51,8 @@ class Checkpoint(Callback, Monitor):
 # %% ../nbs/10_checkpoint.ipynb #5a7e0c31
 @patch
 def before_fit(self:Checkpoint):
-    writable(self.path)  # a folder it cannot write to fails the fit now, not after its first epoch
-    if is_main():
+    if is_main():  # rank 0 writes; a folder it cannot write to fails the fit now, not after an epoch
+        writable(self.path)
         for p in (self.last_path, self.best_path): sweep_temps(p)  # what killed saves left behind
     self._finished = True
 
