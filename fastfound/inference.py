@@ -10,7 +10,7 @@ import torch
 from fastcore.basics import patch
 from torch import Tensor, nn
 from .events import Callback
-from .learner import Learner, MetricsCB, is_metric_obj, metric_name, to_device
+from .learner import Learner, MetricsCB, is_metric_obj, named_metrics, to_device
 
 # %% auto #0
 __all__ = ['Gather']
@@ -116,5 +116,5 @@ def validate(self:Learner, dl=None, # batches `(x, y)`; `None`: `dls.valid`
     self.run_pass(dl, g)
     preds, targs = g.result()
     res = {'loss': float(g.total / g.n)}
-    for m in _metrics(self): res[metric_name(m)] = _score(m, preds, targs)
+    for n, m in named_metrics(_metrics(self)): res[n] = _score(m, preds, targs)
     return res

@@ -18,8 +18,8 @@ from .state import (bare_model, cb_states, check_model_state, load_cb_states, lo
                     load_opt_state, rng_states, set_rng_states)
 
 # %% auto #0
-__all__ = ['n_batches', 'Learner', 'to_device', 'DeviceCB', 'accuracy', 'metric_name', 'is_metric_obj', 'MetricsCB', 'Recorder',
-           'ProgressCB', 'default_cbs', 'Resume']
+__all__ = ['n_batches', 'Learner', 'to_device', 'DeviceCB', 'accuracy', 'metric_name', 'is_metric_obj', 'named_metrics',
+           'MetricsCB', 'Recorder', 'ProgressCB', 'default_cbs', 'Resume']
 
 # %% ../nbs/06_learner.ipynb #fcbd6107
 def _check_lr(lr):
@@ -52,6 +52,7 @@ class Learner:
             raise TypeError(f'opt_func must build an optimizer, got {opt_func!r}; give the learning rate as lr=')
         store_attr('model,dls,loss_func,opt_func,lr')
         self.metrics, self.opt, self.cbs = list(listify(metrics)), None, []
+        named_metrics(self.metrics)
         self.start_epoch = self.n_epochs = self.epoch = self.iter = 0
         self.training, self.dl, self.n_iter, self.epoch_stats = False, None, None, {}
         self.batch = self.xb = self.yb = self.preds = self.loss = None
@@ -319,6 +320,18 @@ def is_metric_obj(m)->bool:
     "Whether `m` is a metric object (with `update`, `compute`, `reset`) rather than a function."
     return all(callable(getattr(m, k, None)) for k in ('update', 'compute', 'reset'))
 
+# %% ../nbs/06_learner.ipynb #a7177c49
+def named_metrics(ms)->list:
+    "`(name, metric)` for each of `ms`: a `(name, metric)` pair keeps its name, others get `metric_name`'s."
+    pairs = [m if isinstance(m, tuple) and len(m) == 2 and isinstance(m[0], str) else (metric_name(m), m)
+             for m in listify(ms)]
+    names = [n for n, _ in pairs]
+    dup = sorted({n for n in names if names.count(n) > 1 or n == 'loss'})
+    if dup: raise ValueError(f'metric names must be distinct and not "loss", got {names}: name them with '
+                             f'(name, metric) pairs, e.g. metrics=[("top1", partial(topk, k=1)), '
+                             f'("top3", partial(topk, k=3))]')
+    return pairs
+
 # %% ../nbs/06_learner.ipynb #1bce2849
 class MetricsCB(Callback):
     "Mean loss and metrics over each phase of each epoch, into `learn.epoch_stats`."
@@ -327,11 +340,12 @@ class MetricsCB(Callback):
                  train_metrics:bool=True, # compute the metrics on the training batches too (the loss always is)
                 ):
         self.metrics, self.train_metrics = list(metrics), train_metrics
+        named_metrics(self.metrics)
         self._n, self._cur, self.stats = 0, [], {}
 
     def before_fit(self):
-        ms = self.metrics or list(self.learn.metrics)
-        self.names, self._dev = [metric_name(m) for m in ms], self.learn.device
+        pairs = named_metrics(self.metrics or self.learn.metrics)
+        self.names, ms, self._dev = [n for n, _ in pairs], [m for _, m in pairs], self.learn.device
         def prep(m):
             if not is_metric_obj(m): return m
             m = copy.deepcopy(m)
@@ -368,10 +382,10 @@ def after_batch(self:MetricsCB):
 @patch
 def _finish(self:MetricsCB):
     phase = 'train' if self.learn.training else 'valid'
-    if not self._n:  # no batch finished
+    fns = [s for m, s in zip(self._cur, self._sums) if not is_metric_obj(m)]
+    if not self._n or any(s is None for s in fns):  # no batch finished, or a metric failed in its first
         self.stats[f'{phase}_loss'] = math.nan
         return
-    fns = [s for m, s in zip(self._cur, self._sums) if not is_metric_obj(m)]
     vals = iter(torch.stack([self._loss, *[s.to(self._loss.device) for s in fns]]).div(self._n).tolist())
     self.stats[f'{phase}_loss'] = next(vals)
     for name, m in zip(self.names, self._cur):
