@@ -52,7 +52,6 @@ class Learner:
             raise TypeError(f'opt_func must build an optimizer, got {opt_func!r}; give the learning rate as lr=')
         store_attr('model,dls,loss_func,opt_func,lr')
         self.metrics, self.opt, self.cbs = list(listify(metrics)), None, []
-        named_metrics(self.metrics)
         self.start_epoch = self.n_epochs = self.epoch = self.iter = 0
         self.training, self.dl, self.n_iter, self.epoch_stats = False, None, None, {}
         self.batch = self.xb = self.yb = self.preds = self.loss = None
@@ -320,7 +319,7 @@ def is_metric_obj(m)->bool:
     "Whether `m` is a metric object (with `update`, `compute`, `reset`) rather than a function."
     return all(callable(getattr(m, k, None)) for k in ('update', 'compute', 'reset'))
 
-# %% ../nbs/06_learner.ipynb #a7177c49
+# %% ../nbs/06_learner.ipynb #d02a325e
 def named_metrics(ms)->list:
     "`(name, metric)` for each of `ms`: a `(name, metric)` pair keeps its name, others get `metric_name`'s."
     pairs = [m if isinstance(m, tuple) and len(m) == 2 and isinstance(m[0], str) else (metric_name(m), m)

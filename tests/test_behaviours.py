@@ -27,9 +27,10 @@ def topk(preds, targ, k=1): return (preds.topk(k, -1).indices == targ[:, None]).
 
 # 1. metrics
 def test_duplicate_metric_names_are_an_error():
-    with pytest.raises(ValueError, match='distinct'): learner(metrics=[partial(topk, k=1), partial(topk, k=2)])
+    with pytest.raises(ValueError, match='distinct'):  # when the fit starts
+        learner(metrics=[partial(topk, k=1), partial(topk, k=2)]).fit(1)
     with pytest.raises(ValueError, match='distinct'): MetricsCB(accuracy, accuracy)
-    with pytest.raises(ValueError, match='not "loss"'): learner(metrics=[('loss', accuracy)])
+    with pytest.raises(ValueError, match='not "loss"'): learner(metrics=[('loss', accuracy)]).fit(1)
 
 
 def test_named_metrics_get_their_columns():
