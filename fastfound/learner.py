@@ -71,6 +71,10 @@ def add_cbs(self:Learner, *cbs):
         if isinstance(cb, type): cb = cb()
         if not isinstance(cb, Callback): raise TypeError(f'{cb!r} is not a Callback')
         if any(c is cb for c in self.cbs): continue
+        if cb.learn is not None and cb.learn is not self:
+            raise ValueError(f'{cb!r} already belongs to another Learner: give each Learner its own instance, '
+                             'or remove it from the other one first (remove_cbs)')
+        cb.check_pieces()
         cb.learn = self
         self.cbs.append(cb)
         if cb.name not in self.__dict__ and not hasattr(type(self), cb.name): setattr(self, cb.name, cb)
@@ -96,11 +100,24 @@ def added_cbs(self:Learner, cbs):
     finally: self.remove_cbs(*new)
 
 # %% ../nbs/06_learner.ipynb #adca6716
+_HINT = dict(split='to predict use predict_one(x) for one item or get_preds(dl) for many',
+             predict='to predict use predict_one(x) for one item or get_preds(dl) for many',
+             get_loss='for the loss over data use validate(dl) or get_preds(dl, with_loss=True)',
+             backward='to train use fit(n_epochs)', step='to train use fit(n_epochs)',
+             zero_grad='to train use fit(n_epochs)')
+
+def _piece_args(name:str):
+    raise TypeError(f'Learner.{name}() is a step piece of the training loop: it takes no arguments and works on '
+                    f'the learner\'s batch, xb, yb, preds and loss; {_HINT[name]}')
+
 @patch
-def split(self:Learner):
-    "Split `self.batch` into `self.xb`, `self.yb`."
+def split(self:Learner, *args, **kwargs):
+    "Split `self.batch` into `self.xb`, `self.yb`: a pair `(x, y)`; a tensor `x` (or `(x,)`) has no targets."
+    if args or kwargs: _piece_args('split')
     b = self.batch
     if isinstance(b, (tuple, list)) and len(b) == 2: self.xb, self.yb = b
+    elif isinstance(b, Tensor): self.xb, self.yb = b, None
+    elif isinstance(b, (tuple, list)) and len(b) == 1: self.xb, self.yb = b[0], None
     elif self._custom_predict: self.xb, self.yb = b, None
     else:
         n = f' of length {len(b)}' if isinstance(b, (tuple, list)) else ''
@@ -108,28 +125,36 @@ def split(self:Learner):
                         'for another structure give the Learner a custom `split` or `predict`')
 
 @patch
-def predict(self:Learner):
+def predict(self:Learner, *args, **kwargs):
     "`self.preds` from `self.xb`."
+    if args or kwargs: _piece_args('predict')
     self.preds = self.model(self.xb)
 
 @patch
-def get_loss(self:Learner):
+def get_loss(self:Learner, *args, **kwargs):
     "`self.loss` from `self.preds` and `self.yb`."
+    if args or kwargs: _piece_args('get_loss')
+    if self.yb is None:
+        raise ValueError('this batch has no targets (yb is None): training and validation need (x, y) '
+                         'batches; get_preds and predict_one predict unlabelled data')
     self.loss = self.loss_func(self.preds, self.yb)
 
 @patch
-def backward(self:Learner):
+def backward(self:Learner, *args, **kwargs):
     "Backpropagate `self.loss`."
+    if args or kwargs: _piece_args('backward')
     self.loss.backward()
 
 @patch
-def step(self:Learner):
+def step(self:Learner, *args, **kwargs):
     "One optimizer step."
+    if args or kwargs: _piece_args('step')
     self.opt.step()
 
 @patch
-def zero_grad(self:Learner):
+def zero_grad(self:Learner, *args, **kwargs):
     "Clear the gradients."
+    if args or kwargs: _piece_args('zero_grad')
     self.opt.zero_grad()
 
 # %% ../nbs/06_learner.ipynb #3ff78409
@@ -319,7 +344,7 @@ def is_metric_obj(m)->bool:
     "Whether `m` is a metric object (with `update`, `compute`, `reset`) rather than a function."
     return all(callable(getattr(m, k, None)) for k in ('update', 'compute', 'reset'))
 
-# %% ../nbs/06_learner.ipynb #d02a325e
+# %% ../nbs/06_learner.ipynb #75ac470a
 def named_metrics(ms)->list:
     "`(name, metric)` for each of `ms`: a `(name, metric)` pair keeps its name, others get `metric_name`'s."
     pairs = [m if isinstance(m, tuple) and len(m) == 2 and isinstance(m[0], str) else (metric_name(m), m)
@@ -563,6 +588,22 @@ def run_pass(self:Learner, dl, # the batches to run over
         self.training, self.dl, self.n_iter = False, dl, n_batches(dl)
         if hasattr(self.model, 'train'): self.model.train(False)
         self._stage('validate', self._do_batches, CancelValidateException, self._ev[False])
+
+# %% ../nbs/06_learner.ipynb #d4948c44
+class _FirstXb(Callback):
+    order = 10_000 # after everything that moves or changes `xb` before the batch
+    def before_batch(self):
+        self.xb = self.learn.xb
+        raise CancelValidateException
+
+@patch
+def first_xb(self:Learner, dl=None): # `None`: `dls.valid`, else `dls.train`
+    "The model's input for the first batch of `dl`, as the step's `split` gives it, on the learner's device."
+    dl = dl if dl is not None else self.dls.valid if self.dls.valid is not None else self.dls.train
+    cap = _FirstXb()
+    self.run_pass(dl, cap)
+    if not hasattr(cap, 'xb'): raise ValueError('first_xb: the loader yielded no batches')
+    return to_device(cap.xb, self.device)
 
 # %% ../nbs/06_learner.ipynb #1f5d2c8a
 @patch

@@ -48,3 +48,107 @@ def test_a_raising_metric_surfaces_its_own_error():
     for ms in ([bad], [accuracy, bad]):
         with pytest.raises(RuntimeError, match='my metric broke') as e: learner(metrics=ms).fit(1)
         assert 'NoneType' not in ' '.join(getattr(e.value, '__notes__', [])) + str(e.value)
+
+
+# 2. callbacks replacing step pieces take part in inference; summary on dict batches
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 2), nn.Linear(5, 2)
+    def forward(self, a, b): return self.a(a) + self.b(b)
+
+
+class DictBatch(Callback):
+    replaces = ('split', 'predict')
+    def split(self):
+        b = self.batch
+        self.learn.xb, self.learn.yb = (b['a'], b['b']), b.get('label')
+    def predict(self): self.learn.preds = self.model(*self.xb)
+
+
+def dict_learner():
+    g = torch.Generator().manual_seed(0)
+    bs = [dict(a=torch.randn(8, 3, generator=g), b=torch.randn(8, 5, generator=g),
+               label=torch.randint(0, 2, (8,), generator=g)) for _ in range(4)]
+    return Learner(TwoInputs(), DataLoaders(bs, bs[:1]), cbs=[DictBatch(), ProgressCB(bars=False)]), bs
+
+
+def test_piece_callbacks_take_part_in_inference_by_default():
+    learn, bs = dict_learner()
+    learn.fit(1)
+    b = bs[0]
+    with torch.no_grad(): expect = learn.model(b['a'], b['b'])
+    preds, targs = learn.get_preds()
+    torch.testing.assert_close(preds, expect)
+    assert torch.equal(targs, b['label'])
+    assert learn.validate()['loss'] == pytest.approx(F.cross_entropy(expect, b['label']).item(), rel=1e-5)
+    out = learn.predict_one(dict(a=b['a'][0], b=b['b'][0]))  # an unlabelled dict item
+    torch.testing.assert_close(out, expect[0])
+
+
+def test_summary_on_dict_batches():
+    learn, _ = dict_learner()
+    s = learn.summary()
+    assert '(8, 2)' in str(s) and '20' in str(s)  # both layers' outputs; 3*2+2 + 5*2+2 parameters
+
+
+# 3. unlabelled data
+def test_get_preds_on_unlabelled_batches():
+    learn = learner()
+    x = torch.randn(5, 3)
+    with torch.no_grad(): expect = learn.model(x)
+    for dl in ([(x, None)], [x], [(x,)]):
+        p, t = learn.get_preds(dl)
+        torch.testing.assert_close(p, expect)
+        assert t is None
+    with pytest.raises(ValueError, match='no targets'): Learner(nn.Linear(3, 2), DataLoaders([x])).fit(1)
+
+
+# 4. predict_one
+def test_predict_one_tuple_item_and_step_piece_errors():
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l = nn.Linear(3, 2)
+        def forward(self, xs): return self.l(xs[0]) * xs[1]
+    learn = learner(Pair())
+    x, s = torch.randn(3), torch.tensor([2.])
+    with torch.no_grad(): expect = learn.model.l(x) * 2
+    torch.testing.assert_close(learn.predict_one((x, s)), expect)
+    with pytest.raises(TypeError, match='needs a tensor'): learn.predict_one(3.0)
+    for piece in ('split', 'predict', 'get_loss', 'backward', 'step', 'zero_grad'):
+        with pytest.raises(TypeError, match=f'Learner.{piece}\\(\\) is a step piece'):
+            getattr(learn, piece)(x)
+    with pytest.raises(TypeError, match='predict_one'): learn.predict(x)
+
+
+def test_predict_one_preps_raw_items_and_decodes():
+    from fastfound.data import TensorLoader
+    g = torch.Generator().manual_seed(0)
+    raw, y = torch.randint(0, 256, (20, 2, 2), dtype=torch.uint8, generator=g), torch.randint(0, 3, (20,))
+    tl = TensorLoader(raw, y, bs=10, device='cpu', norm=(0.5, 0.25), shape=(4,), vocab=('a', 'b', 'c'))
+    learn = Learner(nn.Linear(4, 3), DataLoaders(tl, tl), cbs=ProgressCB(bars=False))
+    with torch.no_grad(): expect = learn.model(tl.x[:1])[0]
+    torch.testing.assert_close(learn.predict_one(raw[0]), expect)  # uint8: prepared like the training data
+    torch.testing.assert_close(learn.predict_one(tl.x[0]), expect)  # float: taken as already prepared
+    label, i, probs = learn.predict_one(raw[0], decoded=True)
+    assert i == int(expect.argmax()) and label == 'abc'[i]
+    torch.testing.assert_close(probs, expect.softmax(-1))
+    learn.meta = dict(classes=['x', 'y', 'z'])  # an export's class names win
+    assert learn.predict_one(raw[0], decoded=True)[0] == 'xyz'[i]
+
+
+# 7. methods named like step pieces
+def test_undeclared_piece_method_warns():
+    class Log(Callback):
+        def step(self): pass
+    with pytest.warns(UserWarning, match=r"declare replaces = \('step',\)"): learner(cbs=Log())
+    class Declared(Callback):
+        replaces = ('step',)
+        def step(self): self.learn.opt.step()
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        learner(cbs=Declared()).fit(1)
+    class Wrong(Callback): replaces = ('stepp',)
+    with pytest.raises(ValueError, match='not step pieces'): learner(cbs=Wrong())
