@@ -152,3 +152,159 @@ def test_undeclared_piece_method_warns():
         learner(cbs=Declared()).fit(1)
     class Wrong(Callback): replaces = ('stepp',)
     with pytest.raises(ValueError, match='not step pieces'): learner(cbs=Wrong())
+
+
+# 5. parameter groups, slices, freezing, fine_tune
+def two_groups(**kw):
+    m = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    return learner(m, splitter=lambda m: [m[0].parameters(), m[2].parameters()], **kw)
+
+
+def test_fit_lr_scales_groups_keeping_ratios():
+    learn = two_groups(lr=slice(1e-3, 1e-1))
+    learn.fit(1)
+    assert [g['lr'] for g in learn.opt.param_groups] == pytest.approx([1e-3, 1e-1])
+    learn.fit(1, lr=0.5)
+    assert [g['lr'] for g in learn.opt.param_groups] == pytest.approx([5e-3, 0.5])
+    learn.fit(1, lr=slice(0.2))
+    assert [g['lr'] for g in learn.opt.param_groups] == pytest.approx([0.02, 0.2])
+
+
+def test_hand_built_groups_keep_their_ratio():
+    learn = learner(nn.Linear(3, 2))
+    m = learn.model
+    learn.opt = torch.optim.SGD([{'params': [m.weight], 'lr': 1e-3}, {'params': [m.bias], 'lr': 1e-2}], lr=0.1)
+    learn.fit(1, lr=0.05)
+    assert [g['lr'] for g in learn.opt.param_groups] == pytest.approx([5e-3, 5e-2])
+
+
+def test_one_cycle_with_a_slice_keeps_ratios_every_batch():
+    learn = two_groups()
+    seen = []
+    class Watch(Callback):
+        order, run_valid = 100, False
+        def before_batch(self): seen.append([g['lr'] for g in self.opt.param_groups])
+    learn.fit_one_cycle(2, slice(1e-4, 1e-2), cbs=Watch())
+    assert len(seen) == 6 and all(b == pytest.approx(a * 100) for a, b in seen)
+    assert max(b for _, b in seen) == pytest.approx(1e-2, rel=0.1)  # the peak falls between batches
+    assert learn.recorder.lrs == pytest.approx([b for _, b in seen])  # the head's rate is recorded
+
+
+def test_freeze_unfreeze_and_fine_tune():
+    learn = two_groups()
+    w0 = learn.model[0].weight.detach().clone()
+    learn.freeze()
+    learn.fit(1)
+    assert torch.equal(learn.model[0].weight, w0) and not learn.model[0].weight.requires_grad
+    learn.freeze_to(0)
+    assert all(p.requires_grad for p in learn.model.parameters())
+    learn = two_groups()
+    rates = []
+    class Watch(Callback):
+        def before_fit(self): rates.append(None)
+        def after_batch(self): rates[-1] = [g['lr'] for g in self.opt.param_groups]
+    w0 = learn.model[0].weight.detach().clone()
+    frozen = []
+    class Frozen(Callback):
+        def before_fit(self): frozen.append(not self.model[0].weight.requires_grad)
+    learn.fine_tune(2, base_lr=1e-2, cbs=[Watch(), Frozen()])
+    assert frozen == [True, False]
+    assert not torch.equal(learn.model[0].weight, w0)
+    last = rates[-1]
+    assert last[1] / last[0] == pytest.approx(100)
+
+
+def test_slice_validation():
+    with pytest.raises(ValueError, match='slice'): learner(lr=slice(0, 1))
+    with pytest.raises(ValueError, match='slice'): learner(lr=slice(1e-3, 1e-2, 2))
+
+
+# 6. stop after this epoch
+def test_stop_training_keeps_the_epoch(tmp_path):
+    from fastfound.callbacks import CSVLogger
+    class StopAt(Callback):
+        order = 15  # after MetricsCB wrote the epoch's stats
+        def after_epoch(self):
+            if self.epoch == 1: self.learn.stop_training = True
+    learn = learner(cbs=[StopAt(), CSVLogger(tmp_path/'h.csv'), ProgressCB(bars=False)])
+    learn.fit(5)
+    assert learn.epoch == 1
+    assert [v['epoch'] for v in learn.recorder.values] == [0, 1]
+    assert len((tmp_path/'h.csv').read_text().splitlines()) == 3  # the header and both epochs
+    learn.fit(2)  # the request does not outlive its fit
+    assert [v['epoch'] for v in learn.recorder.values] == [0, 1]
+
+
+def test_early_stopping_uses_stop_training():
+    from fastfound.callbacks import EarlyStopping
+    class Script(Callback):
+        def after_epoch(self): self.learn.epoch_stats['valid_loss'] = [0.9, 0.7, 0.8, 0.8, 0.1][self.epoch]
+    learn = learner(cbs=[Script(), EarlyStopping(patience=2), ProgressCB(bars=False)])
+    learn.fit(5)
+    assert learn.epoch == 3 and learn.stop_training
+    assert [v['epoch'] for v in learn.recorder.values] == [0, 1, 2, 3]
+
+
+# Recorder records every hyper-parameter
+def test_recorder_records_hyper_parameters():
+    learn = learner(opt_func=partial(torch.optim.Adam, weight_decay=0.01))
+    learn.fit_one_cycle(1, 1e-2)
+    hps = learn.recorder.hps
+    assert {'lr', 'betas', 'weight_decay', 'eps'} <= set(hps)
+    assert all(len(v) == 3 for v in hps.values())
+    mom = [b[0] for b in hps['betas']]
+    assert mom[0] == pytest.approx(0.95) and mom[-1] == pytest.approx(0.95) and mom[1] < 0.9  # one-cycle's
+    assert hps['lr'] == learn.recorder.lrs
+    assert 'foreach' not in hps and 'maximize' not in hps  # flags are not hyper-parameters
+
+
+# bugs the miniai port found
+def test_callback_in_two_learners_is_an_error():
+    from fastfound.learner import Recorder
+    r = Recorder()
+    learner(cbs=[r, ProgressCB(bars=False)])
+    with pytest.raises(ValueError, match='already belongs to another Learner'): learner(cbs=[r])
+
+
+def test_lr_in_opt_func_position():
+    xs = data()
+    with pytest.raises(TypeError, match='give the learning rate as lr='):
+        Learner(nn.Linear(3, 2), DataLoaders(xs), F.cross_entropy, 0.1)
+
+
+def test_lr_find_needs_state_dict():
+    class Bare:
+        def __init__(self, params, lr): self.params, self.param_groups = list(params), [dict(lr=lr)]
+        def step(self): pass
+        def zero_grad(self): pass
+    learn = learner(opt_func=Bare)
+    learn.create_opt()
+    with pytest.raises(TypeError, match='needs its state_dict'): learn.lr_find(show_plot=False)
+
+
+def test_kaiming_normal_a():
+    from fastfound.init import kaiming_normal_
+    for a in (0, 1, 5):
+        w = torch.empty(500, 2000)
+        torch.manual_seed(0)
+        kaiming_normal_(w, a=a)
+        expect = (2 / (1 + a * a) / 2000) ** 0.5  # torch's gain for leaky_relu(a), fan_in 2000
+        assert w.std().item() == pytest.approx(expect, rel=0.02)
+
+
+# 9. smaller ones
+def test_get_preds_bf16_is_float32():
+    learn = learner()
+    learn.model.to(torch.bfloat16)
+    x = torch.randn(4, 3, dtype=torch.bfloat16)
+    p, _ = learn.get_preds([x])
+    assert p.dtype == torch.float32
+    p.numpy()
+
+
+def test_tensor_loader_takes_numpy():
+    import numpy as np
+    from fastfound.data import TensorLoader
+    dl = TensorLoader(np.ones((5, 3), np.float32), np.arange(5), bs=2, device='cpu')
+    xb, yb = next(iter(dl))
+    assert isinstance(xb, torch.Tensor) and xb.shape == (2, 3) and yb.tolist() == [0, 1]
