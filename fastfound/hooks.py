@@ -4,6 +4,7 @@
 
 # %% ../nbs/09_hooks.ipynb #d9108c17
 from __future__ import annotations
+from collections.abc import Iterator
 from functools import partial
 import numpy as np, torch
 from torch import nn
@@ -106,6 +107,7 @@ class HooksCallback(Callback):
                  mods=None,       # the modules to watch; `None`: the model's children
                  on_train:bool=True, on_valid:bool=False): # in which phases `f` runs
         self.f,self.mods,self.on_train,self.on_valid = f,mods,on_train,on_valid
+        if isinstance(mods, Iterator): self.mods = list(mods)  # a generator would be empty at the second fit
         self.hooks = Hooks([], None)
 
     def _f(self, hook, mod, inp, out):

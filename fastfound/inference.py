@@ -115,7 +115,7 @@ def _vocab(learn:Learner):
     meta = getattr(learn, 'meta', None) or {}
     return meta.get('classes') or getattr(learn.dls.train, 'vocab', None)
 
-# %% ../nbs/11a_inference.ipynb #af3a4085
+# %% ../nbs/11a_inference.ipynb #0f50b941
 @patch
 def predict_one(self:Learner, x, # one item, without a batch dimension: a tensor, or a tuple/list/dict of them
                 decoded:bool=False, # return `(label, index, probs)`: the class name, its index, the softmax

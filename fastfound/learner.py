@@ -213,37 +213,6 @@ def _check_loaders(self:Learner):
             raise ValueError(f'dls.{name} is empty: it yields no batches '
                              '(a batch size larger than the data with drop_last?)')
 
-# %% ../nbs/06_learner.ipynb #fa1ca486
-def lr_groups(lr, # a number, or `slice(hi)`, or `slice(lo, hi)`
-              n:int, # how many parameter groups
-             )->list:
-    "fastai's rule: a number for each group; `slice(hi)`: `hi/10`, the last `hi`; `slice(lo, hi)`: geometric."
-    if not isinstance(lr, slice): return [lr] * n
-    if lr.start is None: return [lr.stop / 10] * (n - 1) + [lr.stop]
-    if n == 1: return [lr.stop]
-    return [lr.start * (lr.stop / lr.start) ** (i / (n - 1)) for i in range(n)]
-
-def lr_mults(opt)->list:
-    "Each param group's `lr_mult` (its rate over the highest), set from the current rates where it is missing."
-    pgs = getattr(opt, 'param_groups', None) or []
-    if any('lr_mult' not in pg for pg in pgs):
-        top = max(pg['lr'] for pg in pgs)
-        for pg in pgs: pg.setdefault('lr_mult', pg['lr'] / top if top else 1.)
-    return [pg['lr_mult'] for pg in pgs]
-
-@patch
-def set_lr(self:Learner, lr): # a number: every group scaled, ratios kept; a slice: spread over the groups
-    "Set the learning rate of every parameter group, fastai-style; it becomes `self.lr`."
-    _check_lr(lr)
-    self.lr = lr
-    pgs = getattr(self.opt, 'param_groups', None)
-    if not pgs: return
-    if isinstance(lr, slice):
-        lrs = lr_groups(lr, len(pgs))
-        for pg, l in zip(pgs, lrs): pg['lr'], pg['lr_mult'] = l, l / max(lrs)
-    else:
-        for pg, m in zip(pgs, lr_mults(self.opt)): pg['lr'] = lr * m
-
 # %% ../nbs/06_learner.ipynb #0b7a1f2e
 @patch
 def fit(self:Learner, n_epochs:int, # how many epochs in all (also when resuming)
@@ -343,6 +312,37 @@ def _do_batches(self:Learner):
         if cleanup: run_all('cleanup_batch', cleanup)
     if self.iter < 0: raise ValueError(f'dls.{"train" if training else "valid"} yielded no batches')
 
+# %% ../nbs/06_learner.ipynb #3323ce39
+def lr_groups(lr, # a number, or `slice(hi)`, or `slice(lo, hi)`
+              n:int, # how many parameter groups
+             )->list:
+    "fastai's rule: a number for each group; `slice(hi)`: `hi/10`, the last `hi`; `slice(lo, hi)`: geometric."
+    if not isinstance(lr, slice): return [lr] * n
+    if lr.start is None: return [lr.stop / 10] * (n - 1) + [lr.stop]
+    if n == 1: return [lr.stop]
+    return [lr.start * (lr.stop / lr.start) ** (i / (n - 1)) for i in range(n)]
+
+def lr_mults(opt)->list:
+    "Each param group's `lr_mult` (its rate over the highest), set from the current rates where it is missing."
+    pgs = getattr(opt, 'param_groups', None) or []
+    if any('lr_mult' not in pg for pg in pgs):
+        top = max(pg['lr'] for pg in pgs)
+        for pg in pgs: pg.setdefault('lr_mult', pg['lr'] / top if top else 1.)
+    return [pg['lr_mult'] for pg in pgs]
+
+@patch
+def set_lr(self:Learner, lr): # a number: every group scaled, ratios kept; a slice: spread over the groups
+    "Set the learning rate of every parameter group, fastai-style; it becomes `self.lr`."
+    _check_lr(lr)
+    self.lr = lr
+    pgs = getattr(self.opt, 'param_groups', None)
+    if not pgs: return
+    if isinstance(lr, slice):
+        lrs = lr_groups(lr, len(pgs))
+        for pg, l in zip(pgs, lrs): pg['lr'], pg['lr_mult'] = l, l / max(lrs)
+    else:
+        for pg, m in zip(pgs, lr_mults(self.opt)): pg['lr'] = lr * m
+
 # %% ../nbs/06_learner.ipynb #0a4afe6e
 def to_device(b, device:torch.device):
     "Move `b` (a tensor, or tuples, lists and dicts of them) to `device`."
@@ -390,7 +390,7 @@ def is_metric_obj(m)->bool:
     "Whether `m` is a metric object (with `update`, `compute`, `reset`) rather than a function."
     return all(callable(getattr(m, k, None)) for k in ('update', 'compute', 'reset'))
 
-# %% ../nbs/06_learner.ipynb #9435b520
+# %% ../nbs/06_learner.ipynb #f4a30bd7
 def named_metrics(ms)->list:
     "`(name, metric)` for each of `ms`: a `(name, metric)` pair keeps its name, others get `metric_name`'s."
     pairs = [m if isinstance(m, tuple) and len(m) == 2 and isinstance(m[0], str) else (metric_name(m), m)
@@ -648,7 +648,7 @@ def run_pass(self:Learner, dl, # the batches to run over
         if hasattr(self.model, 'train'): self.model.train(False)
         self._stage('validate', self._do_batches, CancelValidateException, self._ev[False])
 
-# %% ../nbs/06_learner.ipynb #2f3eb201
+# %% ../nbs/06_learner.ipynb #3a21cb11
 class _FirstXb(Callback):
     order = 10_000 # after everything that moves or changes `xb` before the batch
     def before_batch(self):

@@ -179,7 +179,7 @@ def fit_one_cycle(self:Learner,
     if moms is not None: scheds['mom'] = combined_cos(pct_start, *moms)
     self.fit(n_epochs, cbs=[ParamScheduler(scheds), *listify(cbs)], **kwargs)
 
-# %% ../nbs/08_schedule.ipynb #e8e5d88f
+# %% ../nbs/08_schedule.ipynb #773a652d
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 @patch

@@ -308,3 +308,29 @@ def test_tensor_loader_takes_numpy():
     dl = TensorLoader(np.ones((5, 3), np.float32), np.arange(5), bs=2, device='cpu')
     xb, yb = next(iter(dl))
     assert isinstance(xb, torch.Tensor) and xb.shape == (2, 3) and yb.tolist() == [0, 1]
+
+
+def test_hooks_callback_with_a_generator_hooks_every_fit():
+    from fastfound.hooks import HooksCallback
+    m = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    calls = []
+    cb = HooksCallback(lambda h, mod, i, o: calls.append(mod), mods=(l for l in m if isinstance(l, nn.Linear)))
+    learn = learner(m, cbs=[cb, ProgressCB(bars=False)])
+    learn.fit(1)
+    n = len(calls)
+    learn.fit(1)
+    assert n == 2 * 3 and len(calls) == 2 * n  # two layers, three training batches, each fit
+
+
+def test_checkpoint_without_validation_fails_at_fit_start(tmp_path):
+    from fastfound.checkpoint import Checkpoint
+    seen = []
+    class Count(Callback):
+        def before_batch(self): seen.append(1)
+    xs = data()
+    learn = Learner(nn.Linear(3, 2), DataLoaders(xs, None), cbs=[Checkpoint(tmp_path), Count(), ProgressCB(bars=False)])
+    with pytest.raises(ValueError, match='dls.valid is None'): learn.fit(1)
+    assert not seen  # before any batch trained
+    Learner(nn.Linear(3, 2), DataLoaders(xs, None), cbs=[Checkpoint(tmp_path, monitor='train_loss'),
+                                                       ProgressCB(bars=False)]).fit(1)
+    assert (tmp_path/'best.pt').exists()
