@@ -109,12 +109,18 @@ class EarlyStopping(Callback, Monitor):
         if self.improved(v): self.best, self.best_epoch, self.wait = v, self.epoch, 0
         else: self.wait += 1
         self.stopped = self.wait >= self.patience
+        if self.stopped:
+            self.learn.stop_training = True
+            self._say(f'stopping after epoch {self.epoch}')
 
-    def before_epoch(self):
-        if not self.stopped: return
+    def _say(self, what):
         best = 'never a number' if self.best is None else f'best {self.best:.4g} after epoch {self.best_epoch}'
         print(f'EarlyStopping: {self.monitor} has not improved for {self.wait} epoch'
-              f'{"s" * (self.wait != 1)} ({best}); stopping before epoch {self.epoch}')
+              f'{"s" * (self.wait != 1)} ({best}); {what}')
+
+    def before_epoch(self): # only after resuming from a checkpoint saved when it had decided to stop
+        if not self.stopped: return
+        self._say(f'stopping before epoch {self.epoch}')
         raise CancelFitException
 
     def state_dict(self): return dict(best=self.best, best_epoch=self.best_epoch, wait=self.wait,

@@ -51,6 +51,9 @@ class Checkpoint(Callback, Monitor):
 # %% ../nbs/10_checkpoint.ipynb #5a7e0c31
 @patch
 def before_fit(self:Checkpoint):
+    if self.save_best and self.monitor.startswith('valid_') and self.dls.valid is None:
+        raise ValueError(f'Checkpoint monitors {self.monitor!r} but dls.valid is None: give the Learner a '
+                         'validation set, or use Checkpoint(save_best=False) or monitor="train_loss"')
     if is_main():  # rank 0 writes; a folder it cannot write to fails the fit now, not after an epoch
         writable(self.path)
         for p in (self.last_path, self.best_path): sweep_temps(p)  # what killed saves left behind

@@ -14,8 +14,8 @@ from .ranks import rank, world_size
 # %% auto #0
 __all__ = ['FMNIST_URL', 'FMNIST_SHA256', 'FMNIST_FILES', 'FMNIST_CLASSES', 'DEBIAN_PATH', 'SAMPLE_PATH', 'FMNIST_STATS',
            'read_idx', 'write_idx', 'cache_dir', 'sha256', 'interactive', 'download', 'fashion_mnist_path',
-           'load_fashion_mnist', 'make_sample', 'default_device', 'TensorLoader', 'rank_slices', 'DataLoaders',
-           'fashion_mnist_dls']
+           'load_fashion_mnist', 'make_sample', 'default_device', 'prep_inputs', 'TensorLoader', 'rank_slices',
+           'DataLoaders', 'fashion_mnist_dls']
 
 # %% ../nbs/05_data.ipynb #986600c3
 def _read_into(f, buf:memoryview)->int:
@@ -212,6 +212,18 @@ def default_device()->torch.device:
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
 
 # %% ../nbs/05_data.ipynb #cd708892
+def prep_inputs(x:Tensor, # a batch of inputs, tensor or numpy array
+                norm:tuple|None=None, # `(mean, std)` to normalise with, after scaling
+                shape:tuple|None=None, # the shape of one sample
+                device=None, # where to put it; `None`: where it is
+               )->Tensor:
+    "Inputs as a `TensorLoader` serves them: on `device`, `uint8` scaled to `[0, 1]`, normalised, reshaped."
+    x = torch.as_tensor(x).to(device)
+    if x.dtype == torch.uint8: x = x.float().div_(255)
+    if norm is not None: x = (x - norm[0]) / norm[1]
+    if shape is not None: x = x.reshape(len(x), *shape)
+    return x.contiguous()
+
 class TensorLoader:
     "Batches `(x, y)` of in-memory tensors, gathered on `device`; shuffled with one `randperm` per epoch."
     def __init__(self, x:Tensor, # inputs, first dimension the samples; `uint8` is scaled to floats in [0, 1]
@@ -223,16 +235,19 @@ class TensorLoader:
                  norm:tuple|None=None, # `(mean, std)` to normalise `x` with, after scaling
                  shape:tuple|None=None, # the shape of one sample, e.g. `(1, 28, 28)` for conv nets, `(784,)` for an MLP
                  even:bool|None=None, # on several ranks, as many samples on each (`rank_slices`); `None`: shuffle
+                 vocab=None, # the class names the targets index, e.g. `FMNIST_CLASSES`
                 ):
+        x, y = torch.as_tensor(x), torch.as_tensor(y)  # numpy arrays too
         if len(x) != len(y): raise ValueError(f'x and y differ in length: {len(x)} vs {len(y)}')
         if bs < 1: raise ValueError(f'bs must be at least 1, got {bs}')
         self.device = default_device() if device is None else torch.device(device)
-        x = x.to(self.device)
-        if x.dtype == torch.uint8: x = x.float().div_(255)
-        if norm is not None: x = (x - norm[0]) / norm[1]
-        if shape is not None: x = x.reshape(len(x), *shape)
-        self.x, self.y, self.bs, self.shuffle, self.drop_last = x.contiguous(), y.to(self.device), bs, shuffle, drop_last
+        self.norm, self.shape, self.vocab = norm, shape, vocab
+        self.x, self.y, self.bs, self.shuffle, self.drop_last = self.prep(x), y.to(self.device), bs, shuffle, drop_last
         self.even = shuffle if even is None else even
+
+    def prep(self, x:Tensor)->Tensor:
+        "What the loader does to its inputs (`prep_inputs` with its settings), here to a batch `x`."
+        return prep_inputs(x, self.norm, self.shape, self.device)
 
     def __len__(self):
         n, bs = len(self.x), self.bs
@@ -314,5 +329,5 @@ def fashion_mnist_dls(bs:int=256, # training batch size
                      )->DataLoaders:
     "Fashion-MNIST as normalised `DataLoaders`, the test set for validation."
     xt, yt, xv, yv = load_fashion_mnist(path)
-    return DataLoaders.from_tensors(xt, yt, xv, yv, bs, device=device, norm=FMNIST_STATS,
+    return DataLoaders.from_tensors(xt, yt, xv, yv, bs, device=device, norm=FMNIST_STATS, vocab=FMNIST_CLASSES,
                                     shape=(1, 28, 28) if conv else (784,), **kwargs)

@@ -4,6 +4,7 @@
 
 # %% ../nbs/05b_events.ipynb #560e23da
 from __future__ import annotations
+import warnings
 from fastcore.basics import camel2snake
 
 # %% auto #0
@@ -40,6 +41,7 @@ class Callback:
     run_preds:bool|None = None # take part in inference passes; `None`: when it replaces a step piece
     run_lr_find:bool = True # stay during `lr_find`'s sweep (`False` for what writes files or stops fits)
     main_only:bool = False # on several processes, run on rank 0 only (what prints or writes files)
+    replaces:tuple = () # the step pieces its methods of those names replace, e.g. `('split', 'predict')`
     learn = None # the `Learner`, set when the callback is added
 
     def __getattr__(self, k):
@@ -63,6 +65,17 @@ class Callback:
     def pieces(self)->tuple:
         "The step pieces (`PIECES`) this callback replaces."
         return tuple(p for p in PIECES if self.own(p) is not None)
+
+    def check_pieces(self):
+        "Warn about methods named like step pieces that `replaces` does not declare; refuse declared ones it lacks."
+        bad = [p for p in self.replaces if p not in PIECES]
+        if bad: raise ValueError(f'{type(self).__name__}.replaces names {bad}, which are not step pieces {PIECES}')
+        if missing := [p for p in self.replaces if p not in self.pieces]:
+            raise TypeError(f'{type(self).__name__}.replaces declares {missing} but defines no such method')
+        if extra := [p for p in self.pieces if p not in self.replaces]:
+            warnings.warn(f'{type(self).__name__} defines {extra}, named like step pieces, so it replaces the '
+                          f"learner's {', '.join(extra)}: declare replaces = {tuple(extra)!r} on the class if "
+                          'it means to, or rename the methods', stacklevel=3)
 
     @property
     def in_preds(self)->bool:

@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import matplotlib.pyplot as plt
 from fastcore.basics import patch
 from .events import Callback
-from .learner import Learner
+from .learner import Learner, to_device
 
 # %% auto #0
 __all__ = ['SummaryRow', 'Hook', 'Hooks', 'n_hooks', 'Summary', 'model_summary', 'watched_modules', 'HooksCallback',
@@ -241,9 +241,5 @@ class ActivationStats(HooksCallback):
 @patch
 def summary(self:Learner, xb=None)->Summary:
     "Each layer's output shape and parameter count for one batch, and the totals."
-    if xb is None:
-        dl = self.dls.valid if self.dls.valid is not None else self.dls.train
-        xb = next(iter(dl))[0]
-    dev = self.device
-    xb = tuple(x.to(dev) for x in xb) if isinstance(xb, (tuple, list)) else xb.to(dev)
+    xb = self.first_xb() if xb is None else to_device(xb, self.device)  # any batch structure `split` takes
     return model_summary(self.model, xb)

@@ -9,8 +9,9 @@ from functools import partial
 import torch
 from fastcore.basics import patch
 from torch import Tensor, nn
+from .data import prep_inputs
 from .events import Callback
-from .learner import Learner, MetricsCB, is_metric_obj, metric_name, to_device
+from .learner import Learner, MetricsCB, is_metric_obj, named_metrics, to_device
 
 # %% auto #0
 __all__ = ['Gather']
@@ -26,6 +27,8 @@ def _unreduced(loss_func):
         f.reduction = 'none'
         return f
     return partial(loss_func, reduction='none')
+
+_HALF = (torch.float16, torch.bfloat16)
 
 class Gather(Callback):
     "Collect the predictions, the targets and, optionally, the per-item losses of an evaluation pass, on the CPU."
@@ -49,11 +52,12 @@ class Gather(Callback):
         learn = self.learn
         preds, yb = learn.preds, learn.yb
         n = len(yb) if yb is not None else len(preds)
-        self.preds.append(preds.cpu())
+        self.preds.append((preds.float() if preds.dtype in _HALF else preds).cpu())  # numpy-able
         if yb is not None: self.targs.append(yb.cpu())
         self.total = self.total + learn.loss.float().cpu() * n
         self.n += n
         if self._lf is not None:
+            if yb is None: raise ValueError('with_loss needs targets: this batch has none (yb is None)')
             l = self._lf(preds, yb)
             if l.shape != (n,):
                 raise ValueError(f'with_loss: loss_func(reduction="none") returned shape {tuple(l.shape)}, '
@@ -66,31 +70,71 @@ class Gather(Callback):
         return (cat(self.preds), cat(self.targs)) + ((cat(self.losses),) if self.with_loss else ())
 
 # %% ../nbs/11a_inference.ipynb #98eda319
+class _MaybeLoss(Callback):
+    "The `get_loss` piece of a prediction pass: the learner's where a batch has targets, a zero where it has none."
+    replaces = ('get_loss',)
+    def get_loss(self):
+        learn = self.learn
+        if learn.yb is None: learn.loss = learn.preds.new_zeros(())
+        else: learn.get_loss()
+
+def _pass_cbs(learn:Learner, g:Gather)->list:
+    "`g`, and `_MaybeLoss` unless a callback that takes part in predictions already replaces `get_loss`."
+    own = any('get_loss' in c.pieces and c.in_preds for c in learn.cbs)
+    return [g] if own or type(learn).get_loss is not Learner.get_loss else [g, _MaybeLoss()]
+
 @patch
-def get_preds(self:Learner, dl=None, # batches `(x, y)` to predict; `None`: `dls.valid`
+def get_preds(self:Learner, dl=None, # batches `(x, y)`, `(x, None)` or `x` to predict; `None`: `dls.valid`
               with_loss:bool=False, # also return each item's loss
-             )->tuple: # `(preds, targs)` or `(preds, targs, losses)`, CPU tensors
+             )->tuple: # `(preds, targs)` or `(preds, targs, losses)`, CPU tensors; `targs` `None` without targets
     "Predictions and targets over `dl`, gathered on the CPU, without gradients."
     dl = self.dls.valid if dl is None else dl
     if dl is None: raise ValueError('get_preds: no dl given and dls.valid is None')
     g = Gather(with_loss, self.device)
-    self.run_pass(dl, g)
+    self.run_pass(dl, _pass_cbs(self, g))
     return g.result()
 
 # %% ../nbs/11a_inference.ipynb #09966772
-class _NoLoss(Callback):
-    "Replace the `get_loss` piece when there are no targets: a zero loss, so the loop's checks pass."
-    run_preds = True
-    def get_loss(self): self.learn.loss = self.learn.preds.new_zeros(())
+def _batch1(x):
+    "`x` with a batch dimension of one on each tensor (a tensor, or tuples, lists and dicts of them)."
+    if isinstance(x, Tensor): return x[None]
+    if isinstance(x, (tuple, list)): return type(x)(_batch1(o) for o in x)
+    if isinstance(x, dict): return {k: _batch1(v) for k, v in x.items()}
+    raise TypeError(f'predict_one needs a tensor, or a tuple, list or dict of tensors, got {type(x).__name__}')
 
+def _prep(learn:Learner):
+    "What the training loader did to its inputs; for an exported learner, its `meta`'s `norm` (and `shape`)."
+    f = getattr(learn.dls.train, 'prep', None)
+    if f is not None: return f
+    meta = getattr(learn, 'meta', None) or {}
+    if 'norm' in meta: return partial(prep_inputs, norm=meta['norm'], shape=meta.get('shape'))
+    return None
+
+def _vocab(learn:Learner):
+    "The class names: an export's `meta['classes']`, else the training loader's `vocab`."
+    meta = getattr(learn, 'meta', None) or {}
+    return meta.get('classes') or getattr(learn.dls.train, 'vocab', None)
+
+# %% ../nbs/11a_inference.ipynb #0f50b941
 @patch
-def predict_one(self:Learner, x:Tensor, # one item, without a batch dimension
-               )->Tensor: # the model's output for it, on the CPU
-    "The model's output for a single item."
-    if not isinstance(x, Tensor): raise TypeError(f'predict_one needs a tensor, got {type(x).__name__}')
+def predict_one(self:Learner, x, # one item, without a batch dimension: a tensor, or a tuple/list/dict of them
+                decoded:bool=False, # return `(label, index, probs)`: the class name, its index, the softmax
+                prep:bool|None=None, # the training loader's preprocessing; `None`: for `uint8` (raw pixels)
+               ): # the model's output for it, on the CPU
+    "The model's output for a single item, prepared as the loader prepared the training data; or its class."
+    xb, f = _batch1(x), _prep(self)
+    if prep and (f is None or not isinstance(xb, Tensor)):
+        raise ValueError('prep=True needs a tensor item and a loader with `prep` (or an export with `norm`)')
+    if f is not None and isinstance(xb, Tensor) and (prep or prep is None and xb.dtype == torch.uint8):
+        xb = f(xb)
     g = Gather(device=self.device)
-    self.run_pass([(x[None], None)], [g, _NoLoss()])
-    return g.result()[0][0]
+    split = any('split' in c.pieces and c.in_preds for c in self.cbs) or type(self).split is not Learner.split
+    self.run_pass([xb if split else (xb, None)], _pass_cbs(self, g))  # a custom split gets the item itself
+    out = g.result()[0][0]
+    if not decoded: return out
+    probs = out.float().softmax(-1)
+    i, vocab = int(probs.argmax()), _vocab(self)
+    return (vocab[i] if vocab is not None else i), i, probs
 
 # %% ../nbs/11a_inference.ipynb #0906066c
 def _metrics(learn:Learner)->list:
@@ -116,5 +160,5 @@ def validate(self:Learner, dl=None, # batches `(x, y)`; `None`: `dls.valid`
     self.run_pass(dl, g)
     preds, targs = g.result()
     res = {'loss': float(g.total / g.n)}
-    for m in _metrics(self): res[metric_name(m)] = _score(m, preds, targs)
+    for n, m in named_metrics(_metrics(self)): res[n] = _score(m, preds, targs)
     return res

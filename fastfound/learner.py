@@ -23,13 +23,19 @@ from .state import (Snapshot, check_opt_state, check_train_record, hold_interrup
                              uninterrupted)
 
 # %% auto #0
-__all__ = ['n_batches', 'Learner', 'to_device', 'DeviceCB', 'accuracy', 'metric_name', 'is_metric_obj', 'MetricsCB', 'Recorder',
-           'ProgressCB', 'default_cbs', 'Resume']
+__all__ = ['n_batches', 'Learner', 'lr_groups', 'lr_mults', 'to_device', 'DeviceCB', 'accuracy', 'metric_name', 'is_metric_obj',
+           'named_metrics', 'MetricsCB', 'Recorder', 'ProgressCB', 'default_cbs', 'Resume']
 
 # %% ../nbs/06_learner.ipynb #fcbd6107
 def _check_lr(lr):
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr < 0:
-        raise ValueError(f'the learning rate must be a finite number >= 0, got {lr!r}')
+    if isinstance(lr, slice):
+        ends = [e for e in (lr.start, lr.stop) if e is not None]
+        if lr.stop is None or lr.step is not None or any(_bad_lr(e) or e == 0 for e in ends):
+            raise ValueError(f'a slice of learning rates is slice(hi) or slice(lo, hi), both > 0, got {lr!r}')
+    elif _bad_lr(lr): raise ValueError(f'the learning rate must be a finite number >= 0, got {lr!r}')
+
+def _bad_lr(lr)->bool:
+    return isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr < 0
 
 def n_batches(dl)->int|None:
     "`len(dl)`, or `None` for a loader without a length."
@@ -45,20 +51,22 @@ class Learner:
                  dls, # anything with `.train` and `.valid` iterables of batches; `valid` may be `None`
                  loss_func=F.cross_entropy, # `loss_func(preds, yb)` -> a scalar tensor
                  opt_func=torch.optim.SGD, # `opt_func(params, lr=lr)` -> an optimizer; `None` if `step` is custom
-                 lr:float=0.1, # the learning rate
+                 lr:float|slice=0.1, # the learning rate; `slice(lo, hi)`: spread over the parameter groups
                  cbs=None, # callbacks, added to the defaults; one of a default's class replaces that default
                  metrics=None, # metric functions `f(preds, yb)` or objects with `update/compute/reset`
                  default_cbs:bool=True, # start from `DeviceCB`, `MetricsCB`, `Recorder` and `ProgressCB`
+                 splitter=None, # `splitter(model)` -> lists of parameters, one per group; `None`: one group
                 ):
         _check_lr(lr)
         if not (hasattr(dls, 'train') and hasattr(dls, 'valid')):
             raise TypeError(f'dls must have .train and .valid loaders (see DataLoaders), got {type(dls).__name__}')
         if opt_func is not None and not callable(opt_func):
             raise TypeError(f'opt_func must build an optimizer, got {opt_func!r}; give the learning rate as lr=')
-        store_attr('model,dls,loss_func,opt_func,lr')
+        store_attr('model,dls,loss_func,opt_func,lr,splitter')
         self.metrics, self.opt, self.cbs = list(listify(metrics)), None, []
         self.start_epoch = self.n_epochs = self.epoch = self.iter = 0
         self.training, self.dl, self.n_iter, self.epoch_stats = False, None, None, {}
+        self.stop_training = False # set it (`learn.stop_training = True`) to stop after the current epoch
         self.batch = self.xb = self.yb = self.preds = self.loss = None
         cbs = [c() if isinstance(c, type) else c for c in listify(cbs)]
         if default_cbs: cbs = [d for d in _defaults() if not any(type(c) is type(d) for c in cbs)] + cbs
@@ -76,6 +84,10 @@ def add_cbs(self:Learner, *cbs):
         if isinstance(cb, type): cb = cb()
         if not isinstance(cb, Callback): raise TypeError(f'{cb!r} is not a Callback')
         if any(c is cb for c in self.cbs): continue
+        if cb.learn is not None and cb.learn is not self:
+            raise ValueError(f'{cb!r} already belongs to another Learner: give each Learner its own instance, '
+                             'or remove it from the other one first (remove_cbs)')
+        cb.check_pieces()
         cb.learn = self
         self.cbs.append(cb)
         if cb.name not in self.__dict__ and not hasattr(type(self), cb.name): setattr(self, cb.name, cb)
@@ -107,11 +119,24 @@ def added_cbs(self:Learner, cbs):
         release_interrupts()
 
 # %% ../nbs/06_learner.ipynb #adca6716
+_HINT = dict(split='to predict use predict_one(x) for one item or get_preds(dl) for many',
+             predict='to predict use predict_one(x) for one item or get_preds(dl) for many',
+             get_loss='for the loss over data use validate(dl) or get_preds(dl, with_loss=True)',
+             backward='to train use fit(n_epochs)', step='to train use fit(n_epochs)',
+             zero_grad='to train use fit(n_epochs)')
+
+def _piece_args(name:str):
+    raise TypeError(f'Learner.{name}() is a step piece of the training loop: it takes no arguments and works on '
+                    f'the learner\'s batch, xb, yb, preds and loss; {_HINT[name]}')
+
 @patch
-def split(self:Learner):
-    "Split `self.batch` into `self.xb`, `self.yb`."
+def split(self:Learner, *args, **kwargs):
+    "Split `self.batch` into `self.xb`, `self.yb`: a pair `(x, y)`; a tensor `x` (or `(x,)`) has no targets."
+    if args or kwargs: _piece_args('split')
     b = self.batch
     if isinstance(b, (tuple, list)) and len(b) == 2: self.xb, self.yb = b
+    elif isinstance(b, Tensor): self.xb, self.yb = b, None
+    elif isinstance(b, (tuple, list)) and len(b) == 1: self.xb, self.yb = b[0], None
     elif self._custom_predict: self.xb, self.yb = b, None
     else:
         n = f' of length {len(b)}' if isinstance(b, (tuple, list)) else ''
@@ -119,28 +144,36 @@ def split(self:Learner):
                         'for another structure give the Learner a custom `split` or `predict`')
 
 @patch
-def predict(self:Learner):
+def predict(self:Learner, *args, **kwargs):
     "`self.preds` from `self.xb`."
+    if args or kwargs: _piece_args('predict')
     self.preds = self.model(self.xb)
 
 @patch
-def get_loss(self:Learner):
+def get_loss(self:Learner, *args, **kwargs):
     "`self.loss` from `self.preds` and `self.yb`."
+    if args or kwargs: _piece_args('get_loss')
+    if self.yb is None:
+        raise ValueError('this batch has no targets (yb is None): training and validation need (x, y) '
+                         'batches; get_preds and predict_one predict unlabelled data')
     self.loss = self.loss_func(self.preds, self.yb)
 
 @patch
-def backward(self:Learner):
+def backward(self:Learner, *args, **kwargs):
     "Backpropagate `self.loss`."
+    if args or kwargs: _piece_args('backward')
     self.loss.backward()
 
 @patch
-def step(self:Learner):
+def step(self:Learner, *args, **kwargs):
     "One optimizer step."
+    if args or kwargs: _piece_args('step')
     self.opt.step()
 
 @patch
-def zero_grad(self:Learner):
+def zero_grad(self:Learner, *args, **kwargs):
     "Clear the gradients."
+    if args or kwargs: _piece_args('zero_grad')
     self.opt.zero_grad()
 
 # %% ../nbs/06_learner.ipynb #3ff78409
@@ -173,7 +206,14 @@ def create_opt(self:Learner):
     "Create `self.opt` with `opt_func` over the model's parameters."
     params = list(self.model.parameters()) if hasattr(self.model, 'parameters') else []
     if not params: raise ValueError(f'the model ({type(self.model).__name__}) has no parameters to train')
-    self.opt = self.opt_func(params, lr=self.lr)
+    groups = [list(g) for g in self.splitter(self.model)] if self.splitter is not None else [params]
+    n = sum(len(g) for g in groups)
+    if n != len(params) or len({id(p) for g in groups for p in g}) != len(params):
+        raise ValueError(f'the splitter must give each of the model\'s {len(params)} parameters to exactly one '
+                         f'group, got {len(groups)} groups holding {n}')
+    top = max(lr_groups(self.lr, len(groups)))
+    self.opt = self.opt_func([dict(params=g) for g in groups] if len(groups) > 1 else params, lr=top)
+    self.set_lr(self.lr)
 
 @patch
 def _check_loaders(self:Learner):
@@ -187,7 +227,7 @@ def _check_loaders(self:Learner):
 # %% ../nbs/06_learner.ipynb #0b7a1f2e
 @patch
 def fit(self:Learner, n_epochs:int, # how many epochs in all (also when resuming)
-        lr:float|None=None, # a new learning rate, set on the optimizer too
+        lr:float|slice|None=None, # a new learning rate, set on the optimizer too (`set_lr`)
         cbs=None, # callbacks for this fit only
         resume:Path|str|bool|None=None, # a training checkpoint to continue from; `True`: `Checkpoint`'s
        ):
@@ -201,14 +241,13 @@ def fit(self:Learner, n_epochs:int, # how many epochs in all (also when resuming
         self._resolve()
         if lr is not None: self.lr = lr
         if self.opt is None and self.opt_func is not None: self.create_opt()
-        elif lr is not None and self.opt is not None:
-            for g in self.opt.param_groups: g['lr'] = lr
+        elif lr is not None and self.opt is not None: self.set_lr(lr)
         own = {p for p, f in zip(PIECES, self._pieces[True])
                if getattr(f, '__func__', None) is getattr(Learner, p)}
         if self.opt is None and own & {'step', 'zero_grad'}:
             raise ValueError('without an optimizer (opt_func=None) a callback or subclass must replace '
                              'step and zero_grad')
-        self.n_epochs = n_epochs
+        self.n_epochs, self.stop_training = n_epochs, False
         self._stage('fit', self._do_fit, CancelFitException, self._ev[True])
 
 # %% ../nbs/06_learner.ipynb #49f2ac7c
@@ -234,6 +273,7 @@ def _do_fit(self:Learner):
     for self.epoch in range(self.start_epoch, self.n_epochs):
         self.epoch_stats = {'epoch': self.epoch}
         self._stage('epoch', self._do_epoch, CancelEpochException, self._ev[True])
+        if self.stop_training: break  # asked for during this epoch: it has finished, every after_epoch saw it
 
 @patch
 def _do_epoch(self:Learner):
@@ -283,6 +323,37 @@ def _do_batches(self:Learner):
         if cleanup: run_all('cleanup_batch', cleanup)
     if self.iter < 0: raise ValueError(f'dls.{"train" if training else "valid"} yielded no batches')
 
+# %% ../nbs/06_learner.ipynb #3323ce39
+def lr_groups(lr, # a number, or `slice(hi)`, or `slice(lo, hi)`
+              n:int, # how many parameter groups
+             )->list:
+    "fastai's rule: a number for each group; `slice(hi)`: `hi/10`, the last `hi`; `slice(lo, hi)`: geometric."
+    if not isinstance(lr, slice): return [lr] * n
+    if lr.start is None: return [lr.stop / 10] * (n - 1) + [lr.stop]
+    if n == 1: return [lr.stop]
+    return [lr.start * (lr.stop / lr.start) ** (i / (n - 1)) for i in range(n)]
+
+def lr_mults(opt)->list:
+    "Each param group's `lr_mult` (its rate over the highest), set from the current rates where it is missing."
+    pgs = getattr(opt, 'param_groups', None) or []
+    if any('lr_mult' not in pg for pg in pgs):
+        top = max(pg['lr'] for pg in pgs)
+        for pg in pgs: pg.setdefault('lr_mult', pg['lr'] / top if top else 1.)
+    return [pg['lr_mult'] for pg in pgs]
+
+@patch
+def set_lr(self:Learner, lr): # a number: every group scaled, ratios kept; a slice: spread over the groups
+    "Set the learning rate of every parameter group, fastai-style; it becomes `self.lr`."
+    _check_lr(lr)
+    self.lr = lr
+    pgs = getattr(self.opt, 'param_groups', None)
+    if not pgs: return
+    if isinstance(lr, slice):
+        lrs = lr_groups(lr, len(pgs))
+        for pg, l in zip(pgs, lrs): pg['lr'], pg['lr_mult'] = l, l / max(lrs)
+    else:
+        for pg, m in zip(pgs, lr_mults(self.opt)): pg['lr'] = lr * m
+
 # %% ../nbs/06_learner.ipynb #0a4afe6e
 def to_device(b, device:torch.device):
     "Move `b` (a tensor, or tuples, lists and dicts of them) to `device`."
@@ -330,6 +401,18 @@ def is_metric_obj(m)->bool:
     "Whether `m` is a metric object (with `update`, `compute`, `reset`) rather than a function."
     return all(callable(getattr(m, k, None)) for k in ('update', 'compute', 'reset'))
 
+# %% ../nbs/06_learner.ipynb #f4a30bd7
+def named_metrics(ms)->list:
+    "`(name, metric)` for each of `ms`: a `(name, metric)` pair keeps its name, others get `metric_name`'s."
+    pairs = [m if isinstance(m, tuple) and len(m) == 2 and isinstance(m[0], str) else (metric_name(m), m)
+             for m in listify(ms)]
+    names = [n for n, _ in pairs]
+    dup = sorted({n for n in names if names.count(n) > 1 or n == 'loss'})
+    if dup: raise ValueError(f'metric names must be distinct and not "loss", got {names}: name them with '
+                             f'(name, metric) pairs, e.g. metrics=[("top1", partial(topk, k=1)), '
+                             f'("top3", partial(topk, k=3))]')
+    return pairs
+
 # %% ../nbs/06_learner.ipynb #1bce2849
 class MetricsCB(Callback):
     "Mean loss and metrics over each phase of each epoch, into `learn.epoch_stats`."
@@ -338,11 +421,12 @@ class MetricsCB(Callback):
                  train_metrics:bool=True, # compute the metrics on the training batches too (the loss always is)
                 ):
         self.metrics, self.train_metrics = list(metrics), train_metrics
+        named_metrics(self.metrics)
         self._n, self._cur, self.stats = 0, [], {}
 
     def before_fit(self):
-        ms = self.metrics or list(self.learn.metrics)
-        self.names, self._dev = [metric_name(m) for m in ms], self.learn.device
+        pairs = named_metrics(self.metrics or self.learn.metrics)
+        self.names, ms, self._dev = [n for n, _ in pairs], [m for _, m in pairs], self.learn.device
         def prep(m):
             if not is_metric_obj(m): return m
             m = copy.deepcopy(m)
@@ -392,7 +476,7 @@ def _finish(self:MetricsCB):
         sums = [z if s is None else s.to(z.device) for s in fns]
         t = all_reduce_sum(torch.stack([z + self._n, self._loss, *sums]))
         self._n, self._loss, fns = round(t[0].item()), t[1], list(t[2:])
-    if not self._n:  # no batch finished
+    if not self._n or any(s is None for s in fns):  # no batch finished, or a metric failed in its first
         self.stats[f'{phase}_loss'] = math.nan
         return
     vals = iter(torch.stack([self._loss, *[s.to(self._loss.device) for s in fns]]).div(self._n).tolist())
@@ -413,19 +497,30 @@ def after_epoch(self:MetricsCB):
     self.learn.epoch_stats = broadcast(stats)  # rank 0's: every rank decides (stop, save) on the same numbers
 
 # %% ../nbs/06_learner.ipynb #67beb9e1
+def _is_hp(v)->bool:
+    "A hyper-parameter worth recording: a number (not a flag), or a tuple of numbers such as Adam's `betas`."
+    if isinstance(v, tuple): return bool(v) and all(_is_hp(o) for o in v)
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
 class Recorder(Callback):
-    "Per-batch training losses and learning rates, per-epoch stats; `plot_loss`, `plot_metrics`, `plot_lr`."
+    "Per-batch training losses, learning rates and hyper-parameters, per-epoch stats; `plot_loss`, `plot_lr`..."
     order, run_valid, run_lr_find = 10, False, False
-    def __init__(self): self.losses, self.lrs, self.values, self.iters, self._pend = [], [], [], [], []
+    def __init__(self):
+        self.losses, self.lrs, self.values, self.iters, self._pend, self.hps = [], [], [], [], [], {}
 
     def before_fit(self):
-        if not self.learn.start_epoch: self.losses, self.lrs, self.values, self.iters = [], [], [], []
-        self._pg = self.opt.param_groups[0] if hasattr(self.opt, 'param_groups') else None
+        if not self.learn.start_epoch: self.losses, self.lrs, self.values, self.iters, self.hps = [], [], [], [], {}
+        pgs = getattr(self.opt, 'param_groups', None)
+        self._keys = [k for k, v in pgs[-1].items() if k not in ('params', 'lr_mult') and _is_hp(v)] if pgs else []
+        for k in self._keys: self.hps.setdefault(k, [])
         self._pend = []
 
     def after_batch(self):
         self._pend.append(self.learn.loss.detach())
-        self.lrs.append(self._pg['lr'] if self._pg is not None else self.learn.lr)
+        if not self._keys: return self.lrs.append(self.learn.lr)
+        pg = self.opt.param_groups[-1]  # the last group: the head, at the full rate (a resume replaces groups)
+        self.lrs.append(pg['lr'])
+        for k in self._keys: self.hps[k].append(pg[k])
 
     def cleanup_train(self):
         if self._pend: self.losses += torch.stack(self._pend).float().tolist()
@@ -435,9 +530,11 @@ class Recorder(Callback):
         self.values.append(dict(self.learn.epoch_stats))
         self.iters.append(len(self.losses))
 
-    def state_dict(self): return dict(losses=self.losses, lrs=self.lrs, values=self.values, iters=self.iters)
+    def state_dict(self):
+        return dict(losses=self.losses, lrs=self.lrs, values=self.values, iters=self.iters, hps=self.hps)
     def load_state_dict(self, sd):
         self.losses, self.lrs, self.values, self.iters = (list(sd[k]) for k in ('losses', 'lrs', 'values', 'iters'))
+        self.hps = {k: list(v) for k, v in sd.get('hps', {}).items()}
 
 # %% ../nbs/06_learner.ipynb #49718c90
 def _ax(ax, figsize=(6, 4)):
@@ -579,6 +676,22 @@ def run_pass(self:Learner, dl, # the batches to run over
         self.training, self.dl, self.n_iter = False, dl, n_batches(dl)
         if hasattr(self.model, 'train'): self.model.train(False)
         self._stage('validate', self._do_batches, CancelValidateException, self._ev[False])
+
+# %% ../nbs/06_learner.ipynb #3a21cb11
+class _FirstXb(Callback):
+    order = 10_000 # after everything that moves or changes `xb` before the batch
+    def before_batch(self):
+        self.xb = self.learn.xb
+        raise CancelValidateException
+
+@patch
+def first_xb(self:Learner, dl=None): # `None`: `dls.valid`, else `dls.train`
+    "The model's input for the first batch of `dl`, as the step's `split` gives it, on the learner's device."
+    dl = dl if dl is not None else self.dls.valid if self.dls.valid is not None else self.dls.train
+    cap = _FirstXb()
+    self.run_pass(dl, cap)
+    if not hasattr(cap, 'xb'): raise ValueError('first_xb: the loader yielded no batches')
+    return to_device(cap.xb, self.device)
 
 # %% ../nbs/06_learner.ipynb #1f5d2c8a
 @patch

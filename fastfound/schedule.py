@@ -8,9 +8,10 @@ import math
 from bisect import bisect_right
 from collections import namedtuple
 import numpy as np
+from torch import nn
 from fastcore.basics import listify, patch
 from .events import Callback, CancelFitException, CancelValidateException
-from .learner import Learner
+from .learner import Learner, lr_groups, lr_mults
 from .ranks import mean_all
 from .state import Snapshot
 
@@ -126,11 +127,12 @@ class ParamScheduler(Callback):
         last = max(n-1, 1)
         tabs = {k: [f(i/last) for i in range(n)] for k,f in self.scheds.items()}
         if self.learn.opt is None: raise ValueError('ParamScheduler needs an optimizer (this Learner has opt_func=None)')
-        self.sets,self.beta_sets = [],[]
+        self.sets,self.beta_sets,mults = [],[],lr_mults(self.learn.opt)
         for g,pg in enumerate(self.learn.opt.param_groups):
             for k,tab in tabs.items():
                 key = _hp_key(pg, k)
                 if key == 'betas': self.beta_sets.append((g, tab))
+                elif key == 'lr': self.sets.append((g, key, [v * mults[g] for v in tab]))  # ratios kept
                 elif key is not None: self.sets.append((g, key, tab))
         self._fitting = True
         sd,self._pending = self._pending,None
@@ -160,7 +162,7 @@ class ParamScheduler(Callback):
 @patch
 def fit_one_cycle(self:Learner,
                   n_epochs:int,
-                  lr_max:float|None=None, # the peak learning rate; `None`: `self.lr`
+                  lr_max:float|slice|None=None, # the peak learning rate (a slice: per group); `None`: `self.lr`
                   div:float=25.,          # start at `lr_max/div`
                   div_final:float=1e5,    # end at `lr_max/div_final`
                   pct_start:float=0.25,   # fraction of the steps spent warming up
@@ -169,9 +171,51 @@ def fit_one_cycle(self:Learner,
                   **kwargs):              # passed on to `fit`
     "Fit `n_epochs` with the learning rate warming up to `lr_max` and annealing, and the momentum doing the opposite."
     lr_max = self.lr if lr_max is None else lr_max
+    if isinstance(lr_max, slice):  # the groups' ratios from the slice; the schedule runs on the highest rate
+        if self.opt is None: self.create_opt()
+        self.set_lr(lr_max)
+        lr_max = max(lr_groups(lr_max, len(self.opt.param_groups)))
     scheds = {'lr': combined_cos(pct_start, lr_max/div, lr_max, lr_max/div_final)}
     if moms is not None: scheds['mom'] = combined_cos(pct_start, *moms)
     self.fit(n_epochs, cbs=[ParamScheduler(scheds), *listify(cbs)], **kwargs)
+
+# %% ../nbs/08_schedule.ipynb #773a652d
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+@patch
+def freeze_to(self:Learner, n:int, # groups `[:n]` stop training; negative: counted from the end
+              train_bn:bool=True, # BatchNorm parameters keep training in frozen groups
+             ):
+    "Freeze the first `n` parameter groups (no gradients), train the rest."
+    if self.opt is None: self.create_opt()
+    bn = {id(p) for m in self.model.modules() if isinstance(m, _BN) for p in m.parameters()} if train_bn else set()
+    pgs = self.opt.param_groups
+    frozen = set(range(len(pgs))[:n])
+    for i, pg in enumerate(pgs):
+        for p in pg['params']: p.requires_grad_(i not in frozen or id(p) in bn)
+
+@patch
+def freeze(self:Learner):
+    "Train only the last parameter group (the head)."
+    self.freeze_to(-1)
+
+@patch
+def unfreeze(self:Learner):
+    "Train every parameter group."
+    self.freeze_to(0)
+
+@patch
+def fine_tune(self:Learner, epochs:int, # epochs with everything training
+              base_lr:float=2e-3, # the head's peak rate while frozen; halved afterwards
+              freeze_epochs:int=1, # epochs with only the head training
+              lr_mult:float=100, # the head's rate over the first group's, once unfrozen
+              pct_start:float=0.3, div:float=5.0, **kwargs):
+    "fastai's `fine_tune`: `freeze_epochs` of the head alone, then `epochs` of all, the body at lower rates."
+    self.freeze()
+    self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, **kwargs)
+    base_lr /= 2
+    self.unfreeze()
+    self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div, **kwargs)
 
 # %% ../nbs/08_schedule.ipynb #e0920f14
 class LRFinder(Callback):
@@ -187,13 +231,16 @@ class LRFinder(Callback):
         self.sched,self.num_it,self.stop_div,self.beta = SchedExp(start_lr, end_lr),num_it,stop_div,beta
 
     def before_fit(self):
+        if not hasattr(self.learn.opt, 'param_groups'):
+            raise TypeError(f"the LR finder sets the rate in the optimizer's param_groups, which "
+                            f'{type(self.learn.opt).__name__} lacks')
         self.lrs,self.losses,self.raw = [],[],[]
         self.avg,self.best = 0.,math.inf
         self.tab = [self.sched(i/(self.num_it-1)) for i in range(self.num_it)]
 
     def before_batch(self):
         lr = self.tab[len(self.lrs)]
-        for pg in self.learn.opt.param_groups: pg['lr'] = lr
+        for pg in self.learn.opt.param_groups: pg['lr'] = lr * pg.get('lr_mult', 1.)
 
     def after_batch(self):
         loss = mean_all(self.learn.loss.detach()).item()  # over every rank: one sweep, one decision to stop
@@ -217,6 +264,7 @@ class LRFinder(Callback):
         ax.set_xscale('log')
         ax.set_xlabel('learning rate')
         ax.set_ylabel('smoothed loss')
+        fig.tight_layout()  # a saved figure keeps its axis labels
         if suggestion is not None:
             for (name,lr),c in zip(suggestion._asdict().items(), ('C1', 'C2')):
                 ax.axvline(lr, color=c, ls='--', label=f'{name}: {lr:.2g}')
@@ -248,6 +296,9 @@ def lr_find(self:Learner,
     "Sweep the learning rate from `start_lr` to `end_lr`, then restore the learner exactly; suggest rates."
     if self.opt is None and self.opt_func is None:
         raise ValueError('lr_find sets the learning rate of an optimizer: this Learner has none (opt_func=None)')
+    if self.opt is not None and not callable(getattr(self.opt, 'state_dict', None)):
+        raise TypeError(f'lr_find restores the optimizer afterwards, so it needs its state_dict() and '
+                        f'load_state_dict(), which {type(self.opt).__name__} lacks')
     finder = LRFinder(start_lr, end_lr, num_it, stop_div)
     kept = [cb for cb in self.cbs if cb.run_lr_find]
     n_len = len(self.dls.train) if hasattr(self.dls.train, '__len__') else None

@@ -88,6 +88,7 @@ class GradClip(_OptHooks):
 class GradAccum(Callback):
     "Step the optimizer once every `n` batches, on the mean gradient over all their items (mean-reduced losses)."
     run_valid = False
+    replaces = ('step', 'zero_grad')
     def __init__(self, n:int=2): # batches per optimizer step
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f'n must be a whole number >= 1, got {n!r}')
@@ -137,6 +138,7 @@ class _Probe:
 class MixedPrecision(_OptHooks):
     "Forward pass and loss under `autocast`; with float16, a `GradScaler` that skips and counts overflowing steps."
     order, run_valid, run_preds = -5, True, True
+    replaces = ('backward',)
     def __init__(self, dtype:torch.dtype|None=None, # `None`: bfloat16 on the CPU, float16 on CUDA
                  device=None, # the device the model is trained on; `None`: `default_device()`, as `DeviceCB`
                  **scaler_kwargs, # passed to `torch.amp.GradScaler` (float16 only), e.g. `init_scale`
@@ -200,6 +202,7 @@ class MixedPrecision(_OptHooks):
 class CompileCB(Callback):
     "Run the model through `torch.compile`, dropping odd-sized training batches and padding evaluation ones."
     order, run_preds = -90, True
+    replaces = ('predict',)
     def __init__(self, **kwargs): # passed to `torch.compile`: `backend`, `mode`, ...; `dynamic=False` unless given
         self.kwargs, self.fn, self._model, self.dropped, self._n = {'dynamic': False, **kwargs}, None, None, 0, 0
 

@@ -72,7 +72,7 @@ def test_sigkill_mid_epoch_then_resume(reference, tmp_path):
     assert ck['cbs']['EarlyStopping']['wait'] == 1 and not ck['cbs']['EarlyStopping']['stopped']
     assert 0 < ck['cbs']['ParamScheduler']['i'] < ck['cbs']['ParamScheduler']['n']
     out = run(tmp_path, '--resume')
-    assert 'stopping before epoch 6' in out  # early stopping went on counting from where it was
+    assert 'stopping after epoch 5' in out  # early stopping went on counting from where it was
     got = load_file(tmp_path/'final.pt')
     assert got['epochs'] == [0, 1, 2, 3, 4, 5]  # the Recorder's history came back too
     assert_same_run(got, reference)  # weights, optimizer, losses, learning rates: bit for bit

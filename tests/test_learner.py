@@ -212,10 +212,16 @@ def test_no_parameters():
     with pytest.raises(ValueError, match='has no parameters'): mk(model=nn.ReLU()).fit(1)
 
 
-@pytest.mark.parametrize('batch', [(torch.randn(4, 3),), (torch.randn(4, 3), torch.zeros(4), torch.zeros(4)), {'x': 1}])
+@pytest.mark.parametrize('batch', [(torch.randn(4, 3), torch.zeros(4), torch.zeros(4)), {'x': 1}])
 def test_batch_not_a_pair(batch):
     learn = mk(train=[batch], cbs=NoStep())
     with pytest.raises(TypeError, match=r'a batch must be a pair \(x, y\)'): learn.fit(1)
+
+
+@pytest.mark.parametrize('batch', [(torch.randn(4, 3),), torch.randn(4, 3), (torch.randn(4, 3), None)])
+def test_batch_without_targets_cannot_train(batch):
+    learn = mk(train=[batch], cbs=NoStep())
+    with pytest.raises(ValueError, match='this batch has no targets'): learn.fit(1)
 
 
 def test_custom_predict_takes_any_batch():
