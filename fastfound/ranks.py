@@ -4,11 +4,12 @@
 
 # %% ../nbs/04d_ranks.ipynb #66e10c82
 from __future__ import annotations
+import torch
 import torch.distributed as dist
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['is_dist', 'rank', 'world_size', 'is_main', 'all_reduce_sum', 'mean_all', 'broadcast', 'barrier']
+__all__ = ['is_dist', 'rank', 'world_size', 'is_main', 'all_reduce_sum', 'mean_all', 'broadcast', 'gather_all', 'barrier']
 
 # %% ../nbs/04d_ranks.ipynb #b0f4ff65
 def is_dist()->bool:
@@ -47,6 +48,14 @@ def broadcast(obj, # any picklable object
     box = [obj]
     dist.broadcast_object_list(box, src)
     return box[0]
+
+def gather_all(t:Tensor, # this rank's part; the parts may differ in length
+              )->Tensor:
+    "Every rank's `t`, concatenated along the first dimension in rank order; `t` in one process."
+    if world_size() == 1: return t
+    parts = [None] * world_size()
+    dist.all_gather_object(parts, t.detach().cpu())
+    return torch.cat(parts).to(t.device)
 
 def barrier():
     "Wait until every rank gets here; nothing in a single process."
