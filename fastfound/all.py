@@ -27,6 +27,7 @@ from .distributed import *
 from .augment import *
 from .interpret import *
 
-_mods = (init, files, state, data, events, learner, callbacks, schedule, hooks, checkpoint, inference,
+_mods = (init, files, state, data, events, learner, callbacks, schedule, hooks, checkpoint,
+         inference,
          training, models, augment, _distributed, interpret)
 __all__ = [n for m in _mods for n in m.__all__]

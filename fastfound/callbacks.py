@@ -19,7 +19,8 @@ def _epoch_of(line:str, i:int)->int:
     return int(r[i]) if len(r) > i and r[i].isdigit() else -1
 
 class CSVLogger(Callback):
-    "Append `learn.epoch_stats` to `fname` as a CSV row each epoch, flushed; a resume drops later rows."
+    """Append `learn.epoch_stats` to `fname` as a CSV row each epoch, flushed; a resume drops later
+    rows."""
     order, run_lr_find, main_only = 30, False, True
     def __init__(self, fname:Path|str='history.csv'): self.fname, self._f = Path(fname), None
 
@@ -42,11 +43,13 @@ class CSVLogger(Callback):
         self._f = open(self.fname, 'a', newline='')
 
     def after_epoch(self):
-        row = {k: (f'{v:.6g}' if isinstance(v, float) else v) for k, v in self.learn.epoch_stats.items()}
+        row = {k: (f'{v:.6g}' if isinstance(v, float) else v) for k, v
+               in self.learn.epoch_stats.items()}
         if self._f is None: self._open()
         if self._w is None:
             if self._old is not None and self._old != list(row):
-                raise ValueError(f'{self.fname} has columns {self._old}, this fit logs {list(row)}: '
+                raise ValueError(f'{self.fname} has columns {self._old}, this fit logs '
+                                 f'{list(row)}: '
                                  'use another file')
             self._w = csv.DictWriter(self._f, fieldnames=list(row))
             if self._old is None: self._w.writeheader()
@@ -64,12 +67,14 @@ class CSVLogger(Callback):
 
 # %% ../nbs/07_callbacks.ipynb #2abcf5bd
 class Monitor:
-    "What callbacks that watch one number of `learn.epoch_stats` share: the key, a direction, a threshold."
+    """What callbacks that watch one number of `learn.epoch_stats` share: the key, a direction, a
+    threshold."""
     def init_monitor(self, monitor:str, # the key of `learn.epoch_stats` to watch
                      mode:str, # 'min': lower is better; 'max': higher is better
                      min_delta:float, # how much better the number must be to count as better
                     ):
-        if mode not in ('min', 'max'): raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        if mode not in ('min', 'max'):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         if not min_delta >= 0: raise ValueError(f'min_delta must be >= 0, got {min_delta!r}')
         self.monitor, self.mode, self.min_delta = monitor, mode, min_delta
         self.best, self.best_epoch = None, None
@@ -79,7 +84,8 @@ class Monitor:
         stats = self.learn.epoch_stats
         if self.monitor not in stats:
             have = sorted(k for k in stats if k != 'epoch') or 'nothing (is MetricsCB there?)'
-            raise ValueError(f"{type(self).__name__} monitors {self.monitor!r}, but this epoch's stats have "
+            raise ValueError(f"{type(self).__name__} monitors {self.monitor!r}, but this epoch's "
+                             "stats have "
                              f'only {have}')
         return float(stats[self.monitor])
 
@@ -91,7 +97,8 @@ class Monitor:
 # %% ../nbs/07_callbacks.ipynb #2ecdd9e6
 class EarlyStopping(Callback, Monitor):
     "Stop the fit when `monitor` has not improved for `patience` epochs."
-    order, run_lr_find = 15, False  # after MetricsCB (-10) wrote epoch_stats; before ProgressCB (20)
+    # after MetricsCB (-10) wrote epoch_stats; before ProgressCB (20)
+    order, run_lr_find = 15, False
     def __init__(self, monitor:str='valid_loss', # the key of `learn.epoch_stats` to watch
                  mode:str='min', # 'min': lower is better; 'max': higher is better
                  patience:int=3, # epochs without improvement to wait before stopping
@@ -118,7 +125,8 @@ class EarlyStopping(Callback, Monitor):
         print(f'EarlyStopping: {self.monitor} has not improved for {self.wait} epoch'
               f'{"s" * (self.wait != 1)} ({best}); {what}')
 
-    def before_epoch(self): # only after resuming from a checkpoint saved when it had decided to stop
+    # only after resuming from a checkpoint saved when it had decided to stop
+    def before_epoch(self):
         if not self.stopped: return
         self._say(f'stopping before epoch {self.epoch}')
         raise CancelFitException
@@ -126,5 +134,6 @@ class EarlyStopping(Callback, Monitor):
     def state_dict(self): return dict(best=self.best, best_epoch=self.best_epoch, wait=self.wait,
                                       stopped=self.stopped)
     def load_state_dict(self, sd):
-        self.best, self.best_epoch, self.wait, self.stopped = (sd[k] for k in ('best', 'best_epoch', 'wait',
+        self.best, self.best_epoch, self.wait, self.stopped = (sd[k] for k
+                                                               in ('best', 'best_epoch', 'wait',
                                                                               'stopped'))

@@ -52,9 +52,12 @@ class Checkpoint(Callback, Monitor):
 @patch
 def before_fit(self:Checkpoint):
     if self.save_best and self.monitor.startswith('valid_') and self.dls.valid is None:
-        raise ValueError(f'Checkpoint monitors {self.monitor!r} but dls.valid is None: give the Learner a '
-                         'validation set, or use Checkpoint(save_best=False) or monitor="train_loss"')
-    if is_main():  # rank 0 writes; a folder it cannot write to fails the fit now, not after an epoch
+        raise ValueError(f'Checkpoint monitors {self.monitor!r} but dls.valid is None: give the '
+                         'Learner a '
+                         'validation set, or use Checkpoint(save_best=False) or '
+                         'monitor="train_loss"')
+    # rank 0 writes; a folder it cannot write to fails the fit now, not after an epoch
+    if is_main():
         writable(self.path)
         for p in (self.last_path, self.best_path): sweep_temps(p)  # what killed saves left behind
     self._finished = True
@@ -66,7 +69,8 @@ def before_epoch(self:Checkpoint): self._finished = False
 def after_epoch(self:Checkpoint):
     best = self.save_best and self.improved(v := self.current())  # every rank has the same stats
     if best: self.best, self.best_epoch = v, self.epoch
-    last = self.save_last and ((self.epoch + 1) % self.every == 0 or self.epoch + 1 == self.n_epochs)
+    last = self.save_last and ((self.epoch + 1) % self.every == 0 or self.epoch + 1
+                               == self.n_epochs)
     if is_main() and (best or last):  # on several ranks, rank 0 writes
         rec = self.learn.state_dict()
         if best: atomic_save(rec, self.best_path)
@@ -85,7 +89,8 @@ def cleanup_fit(self:Checkpoint):
 def export(self:Learner, path:Path|str, # where to write, atomically
            meta:dict|None=None, # plain data to keep with the weights: class names, normalisation statistics...
           )->Path:
-    "Save what inference needs: the weights on the CPU, the model's class name and `meta`; rank 0 writes."
+    """Save what inference needs: the weights on the CPU, the model's class name and `meta`; rank 0
+    writes."""
     model = bare_model(self.model)
     sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if is_main(): atomic_save(dict(format=FORMAT, version=VERSION, kind='export', model=sd,
@@ -99,7 +104,8 @@ def load_learner(path:Path|str, # a file from `Learner.export` (or any fastfound
                  device=None, # where to put the model; `None`: leave it where it is
                  **kwargs, # passed to `Learner` (`loss_func`, `cbs`, `metrics`...)
                 )->Learner:
-    "A `Learner` with `model` holding the weights in `path`, in eval mode, the export's `meta` as `learn.meta`."
+    """A `Learner` with `model` holding the weights in `path`, in eval mode, the export's `meta` as
+    `learn.meta`."""
     d = read_checkpoint(path)
     if not isinstance(model, nn.Module): model = model()
     if not isinstance(model, nn.Module):

@@ -79,7 +79,8 @@ def write_idx(fn:Path|str, # where to write; gzipped if the name ends in `.gz`
 
 # %% ../nbs/05_data.ipynb #03f7fcd2
 FMNIST_URL = 'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/'
-# SHA-256 of each file's *decompressed* bytes. Mirrors (Debian's among them) recompress the .gz files, which changes
+# SHA-256 of each file's *decompressed* bytes. Mirrors (Debian's among them) recompress the .gz
+# files, which changes
 # their bytes but not their content, so the content is what we pin.
 FMNIST_SHA256 = {
     'train-images-idx3-ubyte.gz': 'c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888',
@@ -87,13 +88,15 @@ FMNIST_SHA256 = {
     't10k-images-idx3-ubyte.gz':  '5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b',
     't10k-labels-idx1-ubyte.gz':  '0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34'}
 FMNIST_FILES = tuple(FMNIST_SHA256)
-FMNIST_CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot')
+FMNIST_CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt',
+                  'Sneaker', 'Bag', 'Ankle boot')
 DEBIAN_PATH = Path('/usr/share/datasets/fashion-mnist')
 SAMPLE_PATH = Path(importlib.util.find_spec('fastfound').origin).parent/'sample'
 
 # %% ../nbs/05_data.ipynb #3f1b38be
 def cache_dir()->Path:
-    "fastfound's Fashion-MNIST cache: `$XDG_CACHE_HOME/fastfound/fashion-mnist`, by default under `~/.cache`."
+    """fastfound's Fashion-MNIST cache: `$XDG_CACHE_HOME/fastfound/fashion-mnist`, by default under
+    `~/.cache`."""
     return Path(os.environ.get('XDG_CACHE_HOME') or '~/.cache').expanduser()/'fastfound'/'fashion-mnist'
 
 # %% ../nbs/05_data.ipynb #95119cbd
@@ -124,7 +127,8 @@ def _copy(r, f, url:str, progress:bool):
         from fastprogress.fastprogress import progress_bar
         chunks = progress_bar(chunks, total=math.ceil(n / (1 << 16)))
     got = sum(f.write(c) for c in chunks)
-    if n and got != n: raise ConnectionError(f'{url}: the connection closed after {got} of {n} bytes')
+    if n and got != n:
+        raise ConnectionError(f'{url}: the connection closed after {got} of {n} bytes')
 
 def download(url:str, # what to fetch (`http(s)://` or `file://`)
              dest:Path|str, # where the verified file ends up
@@ -132,19 +136,22 @@ def download(url:str, # what to fetch (`http(s)://` or `file://`)
              progress:bool=True, # show a fastprogress bar (only where `interactive()`)
              timeout:float=30, # seconds to wait for the server
             )->Path:
-    "Fetch `url` into `dest` atomically, verifying its SHA-256 before the file appears under its name."
+    """Fetch `url` into `dest` atomically, verifying its SHA-256 before the file appears under its
+    name."""
     dest = Path(dest)
     def check(tmp):
         if sha is None: return
         try: got = sha256(tmp, gz=dest.suffix == '.gz')
         except (EOFError, OSError, zlib.error) as e: got = f'unreadable ({e})'
         if got != sha:
-            raise ValueError(f'{url}: SHA-256 mismatch: expected {sha}, got {got}; the download was discarded')
+            raise ValueError(f'{url}: SHA-256 mismatch: expected {sha}, got {got}; the download '
+                             'was discarded')
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return atomic_write(dest, lambda f: _copy(r, f, url, progress), check)
 
 # %% ../nbs/05_data.ipynb #6702a1ce
-def _has_all(p:Path|None)->bool: return p is not None and all((Path(p)/f).is_file() for f in FMNIST_FILES)
+def _has_all(p:Path|None)->bool:
+    return p is not None and all((Path(p)/f).is_file() for f in FMNIST_FILES)
 
 def fashion_mnist_path(path:Path|str|None=None, # a directory to look in first
                        download_ok:bool=True, # download into the cache when no local copy is found
@@ -153,7 +160,8 @@ def fashion_mnist_path(path:Path|str|None=None, # a directory to look in first
                       )->Path:
     "The directory holding the four Fashion-MNIST files, searched in the documented order."
     env = os.environ.get('FASTFOUND_DATA')
-    places = [('the path argument', path), ('$FASTFOUND_DATA', env), ('the user cache', cache_dir()),
+    places = [('the path argument', path), ('$FASTFOUND_DATA', env),
+              ('the user cache', cache_dir()),
               ("Debian's dataset-fashion-mnist", DEBIAN_PATH)]
     tried = []
     for what, p in places:
@@ -165,21 +173,27 @@ def fashion_mnist_path(path:Path|str|None=None, # a directory to look in first
             for f in FMNIST_FILES:
                 if not (cache_dir()/f).is_file(): download(url + f, cache_dir()/f, FMNIST_SHA256[f])
             return cache_dir()
-        except (OSError, http.client.HTTPException) as e: tried.append(f'a download from {url}: {e!r}')
+        except (OSError, http.client.HTTPException) as e:
+            tried.append(f'a download from {url}: {e!r}')
     if sample:
-        print(f'fastfound: Fashion-MNIST not found ({len(tried)} places tried); using the bundled sample '
+        print(f'fastfound: Fashion-MNIST not found ({len(tried)} places tried); using the bundled '
+              'sample '
               f'(5,000 train, 1,000 test images) in {SAMPLE_PATH}', file=sys.stderr)
         return SAMPLE_PATH
-    raise FileNotFoundError('Fashion-MNIST not found. Looked for ' + ', '.join(FMNIST_FILES) + ' in:\n  ' +
-        '\n  '.join(tried) + '\nTo get it: `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or download the four '
+    raise FileNotFoundError('Fashion-MNIST not found. Looked for ' + ', '.join(FMNIST_FILES)
+                            + ' in:\n  ' +
+        '\n  '.join(tried) + '\nTo get it: `apt-get install dataset-fashion-mnist` '
+                            '(Debian/Ubuntu), or download the four '
         f'files from {url} into {cache_dir()}, or set $FASTFOUND_DATA to a directory holding them.')
 
 # %% ../nbs/05_data.ipynb #493effaf
 def _load_pair(d:Path, split:str):
     x, y = read_idx(d/f'{split}-images-idx3-ubyte.gz', 3), read_idx(d/f'{split}-labels-idx1-ubyte.gz', 1)
-    if x.shape[1:] != (28, 28): raise ValueError(f'{d}/{split}-images: images are {tuple(x.shape[1:])}, expected 28x28')
+    if x.shape[1:] != (28, 28):
+        raise ValueError(f'{d}/{split}-images: images are {tuple(x.shape[1:])}, expected 28x28')
     if len(x) != len(y): raise ValueError(f'{d}/{split}: {len(x)} images but {len(y)} labels')
-    if len(y) and y.max() > 9: raise ValueError(f'{d}/{split}-labels: label {int(y.max())} is not a class in 0..9')
+    if len(y) and y.max() > 9:
+        raise ValueError(f'{d}/{split}-labels: label {int(y.max())} is not a class in 0..9')
     return x, y.long()
 
 def load_fashion_mnist(path:Path|str|None=None, # a directory to look in first (see `fashion_mnist_path`)
@@ -195,7 +209,8 @@ def make_sample(dest:Path|str, # the directory to write the four files into
                 n_test:int=100, # test images per class
                 path:Path|str|None=None, # where the full dataset is (see `fashion_mnist_path`)
                ):
-    "Write a stratified sample of Fashion-MNIST: the first `n_train`/`n_test` images of each class, in dataset order."
+    """Write a stratified sample of Fashion-MNIST: the first `n_train`/`n_test` images of each
+    class, in dataset order."""
     d = fashion_mnist_path(path, download_ok=False, sample=False)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -217,7 +232,8 @@ def prep_inputs(x:Tensor, # a batch of inputs, tensor or numpy array
                 shape:tuple|None=None, # the shape of one sample
                 device=None, # where to put it; `None`: where it is
                )->Tensor:
-    "Inputs as a `TensorLoader` serves them: on `device`, `uint8` scaled to `[0, 1]`, normalised, reshaped."
+    """Inputs as a `TensorLoader` serves them: on `device`, `uint8` scaled to `[0, 1]`, normalised,
+    reshaped."""
     x = torch.as_tensor(x).to(device)
     if x.dtype == torch.uint8: x = x.float().div_(255)
     if norm is not None: x = (x - norm[0]) / norm[1]
@@ -225,7 +241,8 @@ def prep_inputs(x:Tensor, # a batch of inputs, tensor or numpy array
     return x.contiguous()
 
 class TensorLoader:
-    "Batches `(x, y)` of in-memory tensors, gathered on `device`; shuffled with one `randperm` per epoch."
+    """Batches `(x, y)` of in-memory tensors, gathered on `device`; shuffled with one `randperm`
+    per epoch."""
     def __init__(self, x:Tensor, # inputs, first dimension the samples; `uint8` is scaled to floats in [0, 1]
                  y:Tensor, # targets, one per sample
                  bs:int=256, # batch size
@@ -271,7 +288,8 @@ class TensorLoader:
         return rank_slices(len(self.x), self.bs, rank(), world_size(), self.even, self.drop_last)
 
     def _shard(self):
-        "This rank's part of each batch of `bs`: one permutation on every rank (the same RNG), disjoint slices."
+        """This rank's part of each batch of `bs`: one permutation on every rank (the same RNG),
+        disjoint slices."""
         end, parts = self._slices()
         idx = torch.randperm(len(self.x), device=self.device)[:end] if self.shuffle else None
         for i, (a, b) in zip(range(0, end, self.bs), parts):
@@ -281,8 +299,9 @@ class TensorLoader:
                 j = idx[i+a:i+b]
                 yield self.x.index_select(0, j), self.y.index_select(0, j)
 
-    def __repr__(self): return (f'TensorLoader({len(self.x)} samples, bs={self.bs}, shuffle={self.shuffle}, '
-                                f'drop_last={self.drop_last}, device={self.device})')
+    def __repr__(self):
+        return (f'TensorLoader({len(self.x)} samples, bs={self.bs}, shuffle={self.shuffle}, '
+                f'drop_last={self.drop_last}, device={self.device})')
 
 # %% ../nbs/05_data.ipynb #cf46e27d
 def rank_slices(n:int, # samples in the data
@@ -291,10 +310,13 @@ def rank_slices(n:int, # samples in the data
                 ws:int, # the world size
                 even:bool, # as many samples on every rank (training); else every sample exactly once (validation)
                 drop_last:bool=False, # drop the last batch when it is smaller than `bs`
-               )->tuple: # `(end, parts)`: an epoch uses `end` samples; rank `r` takes `[a, b)` of each batch
-    "How `ws` ranks share an epoch of `n` samples in batches of `bs`: each takes a contiguous part of every batch."
+               # `(end, parts)`: an epoch uses `end` samples; rank `r` takes `[a, b)` of each batch
+               )->tuple:
+    """How `ws` ranks share an epoch of `n` samples in batches of `bs`: each takes a contiguous
+    part of every batch."""
     if even and bs % ws:
-        raise ValueError(f'bs={bs} is the batch size over all {ws} ranks: to give each rank as many samples it '
+        raise ValueError(f'bs={bs} is the batch size over all {ws} ranks: to give each rank as '
+                         'many samples it '
                          f'must be a multiple of {ws}')
     end = n - n % bs if drop_last else n
     if even: end -= end % ws
@@ -314,7 +336,8 @@ class DataLoaders:
                     ):
         "Two `TensorLoader`s: the training one shuffled."
         return cls(TensorLoader(x_train, y_train, bs, shuffle=True, **kwargs),
-                   TensorLoader(x_valid, y_valid, 2*bs, **{k: v for k, v in kwargs.items() if k != 'drop_last'}))
+                   TensorLoader(x_valid, y_valid, 2*bs,
+                                **{k: v for k, v in kwargs.items() if k != 'drop_last'}))
 
     def __repr__(self): return f'DataLoaders(train={self.train!r}, valid={self.valid!r})'
 
@@ -329,5 +352,6 @@ def fashion_mnist_dls(bs:int=256, # training batch size
                      )->DataLoaders:
     "Fashion-MNIST as normalised `DataLoaders`, the test set for validation."
     xt, yt, xv, yv = load_fashion_mnist(path)
-    return DataLoaders.from_tensors(xt, yt, xv, yv, bs, device=device, norm=FMNIST_STATS, vocab=FMNIST_CLASSES,
+    return DataLoaders.from_tensors(xt, yt, xv, yv, bs, device=device, norm=FMNIST_STATS,
+                                    vocab=FMNIST_CLASSES,
                                     shape=(1, 28, 28) if conv else (784,), **kwargs)

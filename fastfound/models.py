@@ -14,7 +14,8 @@ __all__ = ['CNN_WIDTH', 'MODELS', 'mlp', 'conv', 'cnn']
 def mlp(n_hidden:int=128, # the width of the hidden layer
        )->nn.Module:
     "784 -> `n_hidden` -> 10 with a ReLU, Kaiming-initialised; takes `N,1,28,28` or `N,784`."
-    return init_weights(nn.Sequential(nn.Flatten(), nn.Linear(784, n_hidden), nn.ReLU(), nn.Linear(n_hidden, 10)))
+    return init_weights(nn.Sequential(nn.Flatten(), nn.Linear(784, n_hidden), nn.ReLU(),
+                                      nn.Linear(n_hidden, 10)))
 
 def conv(ni:int, # input channels
          nf:int, # output channels
