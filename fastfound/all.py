@@ -9,7 +9,8 @@ __all__ = []
 from . import (augment, callbacks, checkpoint, data, events, files, hooks, inference, init,
                        interpret, learner, models, schedule, state, training)
 from . import distributed as _distributed
-from . import ranks  # noqa: F401 (imported by name, not starred: `rank`, `broadcast` are generic)
+# imported by name, not starred: `rank`, `broadcast` are generic
+from . import ranks  # noqa: F401
 from .init import *
 from .files import *
 from .state import *

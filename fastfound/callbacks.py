@@ -43,14 +43,13 @@ class CSVLogger(Callback):
         self._f = open(self.fname, 'a', newline='')
 
     def after_epoch(self):
-        row = {k: (f'{v:.6g}' if isinstance(v, float) else v) for k, v
-               in self.learn.epoch_stats.items()}
+        row = {k: (f'{v:.6g}' if isinstance(v, float) else v)
+               for k, v in self.learn.epoch_stats.items()}
         if self._f is None: self._open()
         if self._w is None:
             if self._old is not None and self._old != list(row):
                 raise ValueError(f'{self.fname} has columns {self._old}, this fit logs '
-                                 f'{list(row)}: '
-                                 'use another file')
+                                 f'{list(row)}: use another file')
             self._w = csv.DictWriter(self._f, fieldnames=list(row))
             if self._old is None: self._w.writeheader()
         size = self._f.tell()
@@ -85,14 +84,14 @@ class Monitor:
         if self.monitor not in stats:
             have = sorted(k for k in stats if k != 'epoch') or 'nothing (is MetricsCB there?)'
             raise ValueError(f"{type(self).__name__} monitors {self.monitor!r}, but this epoch's "
-                             "stats have "
-                             f'only {have}')
+                             f'stats have only {have}')
         return float(stats[self.monitor])
 
     def improved(self, v:float)->bool:
         "Whether `v` is better than the best so far by more than `min_delta`."
         if self.best is None: return v == v  # the first number that isn't nan is the best so far
-        return v < self.best - self.min_delta if self.mode == 'min' else v > self.best + self.min_delta
+        if self.mode == 'min': return v < self.best - self.min_delta
+        return v > self.best + self.min_delta
 
 # %% ../nbs/07_callbacks.ipynb #2ecdd9e6
 class EarlyStopping(Callback, Monitor):
@@ -121,7 +120,8 @@ class EarlyStopping(Callback, Monitor):
             self._say(f'stopping after epoch {self.epoch}')
 
     def _say(self, what):
-        best = 'never a number' if self.best is None else f'best {self.best:.4g} after epoch {self.best_epoch}'
+        if self.best is None: best = 'never a number'
+        else: best = f'best {self.best:.4g} after epoch {self.best_epoch}'
         print(f'EarlyStopping: {self.monitor} has not improved for {self.wait} epoch'
               f'{"s" * (self.wait != 1)} ({best}); {what}')
 
@@ -134,6 +134,5 @@ class EarlyStopping(Callback, Monitor):
     def state_dict(self): return dict(best=self.best, best_epoch=self.best_epoch, wait=self.wait,
                                       stopped=self.stopped)
     def load_state_dict(self, sd):
-        self.best, self.best_epoch, self.wait, self.stopped = (sd[k] for k
-                                                               in ('best', 'best_epoch', 'wait',
-                                                                              'stopped'))
+        keys = 'best', 'best_epoch', 'wait', 'stopped'
+        self.best, self.best_epoch, self.wait, self.stopped = (sd[k] for k in keys)

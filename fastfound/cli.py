@@ -52,9 +52,9 @@ def parser()->argparse.ArgumentParser:
     p.add_argument('--version', action='version', version=f'fastfound {fastfound.__version__}')
     sub = p.add_subparsers(dest='cmd', metavar='COMMAND', required=True)
     f = sub.add_parser('fit', help='train a model on Fashion-MNIST',
-                       description='Train a model on Fashion-MNIST and report its test accuracy, '
-                       'scored '
-                       'once at the end; save model.pth, loss.png and history.csv into --out.')
+                       description='Train a model on Fashion-MNIST and report its test '
+                       'accuracy, scored once at the end; save model.pth, loss.png and '
+                       'history.csv into --out.')
     Bool = argparse.BooleanOptionalAction
     f.add_argument('--model', choices=sorted(MODELS), default='cnn',
                    help='the network (default: %(default)s)')
@@ -72,8 +72,8 @@ def parser()->argparse.ArgumentParser:
                    'every run) and report the validation accuracy after each epoch; 0: train on '
                    'all of them (default: %(default)s)')
     f.add_argument('--augment', action=Bool, default=True,
-                   help='shift each training image by up to a pixel, mirror half of them (default: '
-                   'on)')
+                   help='shift each training image by up to a pixel, mirror half of them '
+                   '(default: on)')
     f.add_argument('--tta', action=Bool, default=True,
                    help='score each test image and its mirror image, averaged (default: on)')
     f.add_argument('--precision', choices=('auto', 'float32', 'bfloat16'), default='auto',
@@ -81,10 +81,10 @@ def parser()->argparse.ArgumentParser:
     f.add_argument('--compile', action=Bool, default=False,
                    help='torch.compile the model: it pays on CUDA for long runs (default: off)')
     f.add_argument('--data', type=Path, default=None, metavar='PATH',
-                   help='a directory with the four Fashion-MNIST .gz files (default: search; see '
-                   'fastfound.data)')
-    f.add_argument('--device', default=None, help='cpu, cuda, cuda:1, ... (default: cuda if '
-                   'available, else cpu)')
+                   help='a directory with the four Fashion-MNIST .gz files '
+                   '(default: search; see fastfound.data)')
+    f.add_argument('--device', default=None,
+                   help='cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)')
     f.add_argument('--out', type=Path, default=Path('runs/fit'), metavar='DIR',
                    help='where to save; its history.csv is replaced (default: %(default)s)')
     f.add_argument('--seed', type=_number(int, hi=2**32 - 1, strict=False), default=0,
@@ -238,8 +238,8 @@ def fit(a:argparse.Namespace)->Learner:
     acc = score(test_dl)
     sd = learn.model.state_dict().values()
     if not all(v.isfinite().all() for v in sd if v.is_floating_point()):
-        raise RunError('the weights are not finite after the training: nothing saved; try a lower '
-                       '--lr')
+        raise RunError('the weights are not finite after the training: nothing saved; '
+                       'try a lower --lr')
     print(f'test accuracy: {acc:.4f}{tta}', flush=True)
     meta = dict(model=r['model'], width=r['width'], classes=FMNIST_CLASSES, norm=FMNIST_STATS)
     learn.export(a.out/'model.pth', meta=meta)

@@ -64,7 +64,8 @@ def read_idx(fn:Path|str, # an IDX file, gzipped if its name ends in `.gz`
     if got < want or extra:
         held = f'{got} bytes' if not extra else 'more' if fn.suffix == '.gz' else (
             f'{fn.stat().st_size - 4 - 4*len(shape)} bytes')
-        raise ValueError(f'{fn}: header says shape {shape} ({want} bytes) but the file holds {held}')
+        raise ValueError(f'{fn}: header says shape {shape} ({want} bytes) '
+                         f'but the file holds {held}')
     if not want: return torch.zeros(shape, dtype=torch.uint8)
     return torch.frombuffer(buf, dtype=torch.uint8).view(shape)
 
@@ -74,19 +75,23 @@ def write_idx(fn:Path|str, # where to write; gzipped if the name ends in `.gz`
              ):
     "Write `x` as an unsigned-byte IDX file."
     if x.dtype != torch.uint8: raise TypeError(f'write_idx needs a uint8 tensor, got {x.dtype}')
-    data = bytes([0, 0, 8, x.ndim]) + struct.pack(f'>{x.ndim}I', *x.shape) + x.contiguous().numpy().tobytes()
+    header = bytes([0, 0, 8, x.ndim]) + struct.pack(f'>{x.ndim}I', *x.shape)
+    data = header + x.contiguous().numpy().tobytes()
     Path(fn).write_bytes(gzip.compress(data, mtime=0) if str(fn).endswith('.gz') else data)
 
 # %% ../nbs/05_data.ipynb #03f7fcd2
 FMNIST_URL = 'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/'
 # SHA-256 of each file's *decompressed* bytes. Mirrors (Debian's among them) recompress the .gz
-# files, which changes
-# their bytes but not their content, so the content is what we pin.
+# files, which changes their bytes but not their content, so the content is what we pin.
 FMNIST_SHA256 = {
-    'train-images-idx3-ubyte.gz': 'c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888',
-    'train-labels-idx1-ubyte.gz': 'bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9',
-    't10k-images-idx3-ubyte.gz':  '5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b',
-    't10k-labels-idx1-ubyte.gz':  '0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34'}
+    'train-images-idx3-ubyte.gz':
+        'c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888',
+    'train-labels-idx1-ubyte.gz':
+        'bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9',
+    't10k-images-idx3-ubyte.gz':
+        '5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b',
+    't10k-labels-idx1-ubyte.gz':
+        '0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34'}
 FMNIST_FILES = tuple(FMNIST_SHA256)
 FMNIST_CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt',
                   'Sneaker', 'Bag', 'Ankle boot')
@@ -97,7 +102,8 @@ SAMPLE_PATH = Path(importlib.util.find_spec('fastfound').origin).parent/'sample'
 def cache_dir()->Path:
     """fastfound's Fashion-MNIST cache: `$XDG_CACHE_HOME/fastfound/fashion-mnist`, by default under
     `~/.cache`."""
-    return Path(os.environ.get('XDG_CACHE_HOME') or '~/.cache').expanduser()/'fastfound'/'fashion-mnist'
+    cache = os.environ.get('XDG_CACHE_HOME') or '~/.cache'
+    return Path(cache).expanduser()/'fastfound'/'fashion-mnist'
 
 # %% ../nbs/05_data.ipynb #95119cbd
 def sha256(fn:Path|str, # the file
@@ -144,8 +150,8 @@ def download(url:str, # what to fetch (`http(s)://` or `file://`)
         try: got = sha256(tmp, gz=dest.suffix == '.gz')
         except (EOFError, OSError, zlib.error) as e: got = f'unreadable ({e})'
         if got != sha:
-            raise ValueError(f'{url}: SHA-256 mismatch: expected {sha}, got {got}; the download '
-                             'was discarded')
+            raise ValueError(f'{url}: SHA-256 mismatch: expected {sha}, got {got}; '
+                             'the download was discarded')
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return atomic_write(dest, lambda f: _copy(r, f, url, progress), check)
 
@@ -155,7 +161,7 @@ def _has_all(p:Path|None)->bool:
 
 def fashion_mnist_path(path:Path|str|None=None, # a directory to look in first
                        download_ok:bool=True, # download into the cache when no local copy is found
-                       sample:bool=True, # fall back to the bundled sample (with a notice) as a last resort
+                       sample:bool=True, # last resort: the bundled sample (with a notice)
                        url:str=FMNIST_URL, # where to download from; the file names are appended
                       )->Path:
     "The directory holding the four Fashion-MNIST files, searched in the documented order."
@@ -177,8 +183,7 @@ def fashion_mnist_path(path:Path|str|None=None, # a directory to look in first
             tried.append(f'a download from {url}: {e!r}')
     if sample:
         print(f'fastfound: Fashion-MNIST not found ({len(tried)} places tried); using the bundled '
-              'sample '
-              f'(5,000 train, 1,000 test images) in {SAMPLE_PATH}', file=sys.stderr)
+              f'sample (5,000 train, 1,000 test images) in {SAMPLE_PATH}', file=sys.stderr)
         return SAMPLE_PATH
     raise FileNotFoundError('Fashion-MNIST not found. Looked for ' + ', '.join(FMNIST_FILES)
                             + ' in:\n  ' +
@@ -188,7 +193,8 @@ def fashion_mnist_path(path:Path|str|None=None, # a directory to look in first
 
 # %% ../nbs/05_data.ipynb #493effaf
 def _load_pair(d:Path, split:str):
-    x, y = read_idx(d/f'{split}-images-idx3-ubyte.gz', 3), read_idx(d/f'{split}-labels-idx1-ubyte.gz', 1)
+    x = read_idx(d/f'{split}-images-idx3-ubyte.gz', 3)
+    y = read_idx(d/f'{split}-labels-idx1-ubyte.gz', 1)
     if x.shape[1:] != (28, 28):
         raise ValueError(f'{d}/{split}-images: images are {tuple(x.shape[1:])}, expected 28x28')
     if len(x) != len(y): raise ValueError(f'{d}/{split}: {len(x)} images but {len(y)} labels')
@@ -196,9 +202,9 @@ def _load_pair(d:Path, split:str):
         raise ValueError(f'{d}/{split}-labels: label {int(y.max())} is not a class in 0..9')
     return x, y.long()
 
-def load_fashion_mnist(path:Path|str|None=None, # a directory to look in first (see `fashion_mnist_path`)
+def load_fashion_mnist(path:Path|str|None=None, # where to look first (see `fashion_mnist_path`)
                        **kwargs, # passed to `fashion_mnist_path`
-                      )->tuple: # `(x_train, y_train, x_test, y_test)`: `uint8` images `N,28,28`, `int64` labels
+                      )->tuple: # `(x_train, y_train, x_test, y_test)`: uint8 `N,28,28`, int64
     "Find, check and load Fashion-MNIST's train and test sets."
     d = fashion_mnist_path(path, **kwargs)
     return *_load_pair(d, 'train'), *_load_pair(d, 't10k')
@@ -243,15 +249,15 @@ def prep_inputs(x:Tensor, # a batch of inputs, tensor or numpy array
 class TensorLoader:
     """Batches `(x, y)` of in-memory tensors, gathered on `device`; shuffled with one `randperm`
     per epoch."""
-    def __init__(self, x:Tensor, # inputs, first dimension the samples; `uint8` is scaled to floats in [0, 1]
+    def __init__(self, x:Tensor, # inputs, first dimension the samples; `uint8` scaled to [0, 1]
                  y:Tensor, # targets, one per sample
                  bs:int=256, # batch size
                  shuffle:bool=False, # a new random order each epoch
                  drop_last:bool=False, # drop the last batch when it is smaller than `bs`
                  device=None, # where batches live; `None`: `default_device()`
                  norm:tuple|None=None, # `(mean, std)` to normalise `x` with, after scaling
-                 shape:tuple|None=None, # the shape of one sample, e.g. `(1, 28, 28)` for conv nets, `(784,)` for an MLP
-                 even:bool|None=None, # on several ranks, as many samples on each (`rank_slices`); `None`: shuffle
+                 shape:tuple|None=None, # a sample's shape, e.g. `(1,28,28)` (CNN), `(784,)` (MLP)
+                 even:bool|None=None, # same count on every rank (`rank_slices`); `None`: `shuffle`
                  vocab=None, # the class names the targets index, e.g. `FMNIST_CLASSES`
                 ):
         x, y = torch.as_tensor(x), torch.as_tensor(y)  # numpy arrays too
@@ -259,7 +265,8 @@ class TensorLoader:
         if bs < 1: raise ValueError(f'bs must be at least 1, got {bs}')
         self.device = default_device() if device is None else torch.device(device)
         self.norm, self.shape, self.vocab = norm, shape, vocab
-        self.x, self.y, self.bs, self.shuffle, self.drop_last = self.prep(x), y.to(self.device), bs, shuffle, drop_last
+        self.x, self.y, self.bs = self.prep(x), y.to(self.device), bs
+        self.shuffle, self.drop_last = shuffle, drop_last
         self.even = shuffle if even is None else even
 
     def prep(self, x:Tensor)->Tensor:
@@ -308,7 +315,7 @@ def rank_slices(n:int, # samples in the data
                 bs:int, # the batch size over all ranks together
                 r:int, # this rank
                 ws:int, # the world size
-                even:bool, # as many samples on every rank (training); else every sample exactly once (validation)
+                even:bool, # same count on every rank (training); else each sample once (validation)
                 drop_last:bool=False, # drop the last batch when it is smaller than `bs`
                # `(end, parts)`: an epoch uses `end` samples; rank `r` takes `[a, b)` of each batch
                )->tuple:
@@ -316,8 +323,7 @@ def rank_slices(n:int, # samples in the data
     part of every batch."""
     if even and bs % ws:
         raise ValueError(f'bs={bs} is the batch size over all {ws} ranks: to give each rank as '
-                         'many samples it '
-                         f'must be a multiple of {ws}')
+                         f'many samples it must be a multiple of {ws}')
     end = n - n % bs if drop_last else n
     if even: end -= end % ws
     return end, [(r*k // ws, (r+1)*k // ws) for k in (min(bs, end - i) for i in range(0, end, bs))]
@@ -345,7 +351,7 @@ class DataLoaders:
 FMNIST_STATS = (0.2860, 0.3530)
 
 def fashion_mnist_dls(bs:int=256, # training batch size
-                      conv:bool=True, # samples shaped `1,28,28` for conv nets; `False`: flat `784` for MLPs
+                      conv:bool=True, # samples `1,28,28` for conv nets; `False`: flat `784` (MLPs)
                       path:Path|str|None=None, # where to look first (see `fashion_mnist_path`)
                       device=None, # where the data lives; `None`: `default_device()`
                       **kwargs, # passed on to `TensorLoader`

@@ -83,14 +83,13 @@ class Callback:
             raise ValueError(f'{type(self).__name__}.replaces names {bad}, which are not step '
                              f'pieces {PIECES}')
         if missing := [p for p in self.replaces if p not in self.pieces]:
-            raise TypeError(f'{type(self).__name__}.replaces declares {missing} but defines no '
-                            'such method')
+            raise TypeError(f'{type(self).__name__}.replaces declares {missing} but defines '
+                            'no such method')
         if extra := [p for p in self.pieces if p not in self.replaces]:
             warnings.warn(f'{type(self).__name__} defines {extra}, named like step pieces, so it '
-                          'replaces the '
-                          f"learner's {', '.join(extra)}: declare replaces = {tuple(extra)!r} on "
-                          "the class if "
-                          'it means to, or rename the methods', stacklevel=3)
+                          f"replaces the learner's {', '.join(extra)}: declare replaces = "
+                          f'{tuple(extra)!r} on the class if it means to, or rename the methods',
+                          stacklevel=3)
 
     @property
     def in_preds(self)->bool:

@@ -47,7 +47,7 @@ def disk_error(e:OSError, # what the system said
 
 def atomic_write(path:Path|str, # the file to (re)place; its folder is created
                  write, # `write(f)` writes the content to the open binary file `f`
-                 check=None, # `check(tmp)` may read the written temporary file and raise, before the rename
+                 check=None, # `check(tmp)` may read the temporary file and raise, before the rename
                 )->Path:
     """Write `path` through a temporary file, fsync and a rename: it holds the old content or the
     new, whole."""
@@ -156,10 +156,9 @@ def _refused(path:Path, e:Exception, head:bytes):
     if pickled and 'Weights only load failed' in str(e):
         why = _first_line(e, 'GLOBAL', 'Unsupported', 'WeightsUnpickler error')
         return CheckpointError(f'{path}: refused to load: it holds Python objects other than '
-                               'tensors '
-                               'and plain containers, which could run code when unpickled '
-                               f'({why}). '
-                               'fastfound loads only with torch.load(weights_only=True).')
+                               'tensors and plain containers, which could run code when '
+                               f'unpickled ({why}). fastfound loads only with '
+                               'torch.load(weights_only=True).')
     return CheckpointError(f'{path}: cannot be loaded: {_why_unreadable(path, e)}')
 
 def _read_regular(path:Path)->bytes:
@@ -178,8 +177,9 @@ def unseal(path:Path, # named in the error
     if len(data) >= _SEAL_LEN and tail.startswith(SEAL) and tail.endswith(b'\n'):
         body = memoryview(data)[:-_SEAL_LEN]
         if hashlib.sha256(body).hexdigest().encode() != tail[len(SEAL):-1]:
-            raise CheckpointError(f'{path}: cannot be loaded: its checksum does not match its '
-                                  'content: it changed after it was written (a bad disk or copy?)') from None
+            msg = (f'{path}: cannot be loaded: its checksum does not match its content: it '
+                   'changed after it was written (a bad disk or copy?)')
+            raise CheckpointError(msg) from None
         return body, True
     if SEAL[1:10] in data[-2*_SEAL_LEN:]:
         raise CheckpointError(f'{path}: cannot be loaded: it is truncated or corrupted (its '
@@ -220,16 +220,15 @@ def check_plain(o, # what will be saved
     if isinstance(o, dict) and type(o).__module__ in ('builtins', 'collections'):
         for k, v in o.items():
             if not isinstance(k, (str, int)):
-                raise TypeError(f'{where}{key} has a key of type {type(k).__name__}: use str or '
-                                'int keys')
+                raise TypeError(f'{where}{key} has a key of type {type(k).__name__}: '
+                                'use str or int keys')
             check_plain(v, where, f'{key}[{k!r}]')
     elif type(o) in (list, tuple):
         for i, v in enumerate(o): check_plain(v, where, f'{key}[{i}]')
     else:
-        raise TypeError(f'{where}{key} is a {type(o).__module__}.{type(o).__qualname__}: a '
-                        'checkpoint '
-                        'holds only tensors, numbers, strings and lists, tuples and dicts of them '
-                        '(so it can be loaded safely)')
+        raise TypeError(f'{where}{key} is a {type(o).__module__}.{type(o).__qualname__}: '
+                        'a checkpoint holds only tensors, numbers, strings and lists, tuples and '
+                        'dicts of them (so it can be loaded safely)')
 
 # %% ../nbs/04b_files.ipynb #57209d03
 def short_list(ks:list, n:int=4)->str:
@@ -260,7 +259,7 @@ def read_checkpoint(path:Path|str, # the file
             raise CheckpointError(f'{path} is a {d.get("kind")!r} file; this needs one of '
                                   f'{", ".join(kinds)}{hint}')
         return d
-    if 'weights' in kinds and isinstance(d, dict) and d and all(isinstance(v, torch.Tensor) for v
-                                                                in d.values()):
+    if ('weights' in kinds and isinstance(d, dict) and d
+            and all(isinstance(v, torch.Tensor) for v in d.values())):
         return dict(format=FORMAT, version=VERSION, kind='weights', model=d)  # a bare state dict
     raise CheckpointError(f'{path} is not a fastfound checkpoint: it holds {_describe(d)}')

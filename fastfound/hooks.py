@@ -54,7 +54,8 @@ class Hooks(list):
 
 def n_hooks(model:nn.Module)->int:
     "How many forward hooks are registered anywhere in `model`."
-    return sum(len(m._forward_hooks) for m in model.modules())  # noqa: SLF001 (torch offers no public name for it)
+    # torch offers no public name for it
+    return sum(len(m._forward_hooks) for m in model.modules())  # noqa: SLF001
 
 # %% ../nbs/09_hooks.ipynb #2d05f1d3
 def _shape(o):
@@ -103,8 +104,8 @@ class Summary:
         return '\n'.join([fmt(cells[0]), rule] + [fmt(r) for r in cells[1:]] + [self._foot()])
     def _repr_markdown_(self):
         lines = ['| ' + ' | '.join(self.cols) + ' |', '|---|---|---|---|---:|---:|']
-        lines += ['| ' + ' | '.join(f'`{c}`' if i == 0 else c for i,c in enumerate(r)) + ' |' for r
-                  in self._cells()]
+        lines += ['| ' + ' | '.join(f'`{c}`' if i == 0 else c for i,c in enumerate(r)) + ' |'
+                  for r in self._cells()]
         return '\n'.join(lines) + '\n\n' + self._foot()
 
 def model_summary(model:nn.Module, # the model to describe

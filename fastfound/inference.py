@@ -89,9 +89,9 @@ def _pass_cbs(learn:Learner, g:Gather)->list:
     return [g] if own or type(learn).get_loss is not Learner.get_loss else [g, _MaybeLoss()]
 
 @patch
-def get_preds(self:Learner, dl=None, # batches `(x, y)`, `(x, None)` or `x` to predict; `None`: `dls.valid`
+def get_preds(self:Learner, dl=None, # batches `(x, y)`, `(x, None)` or `x`; `None`: `dls.valid`
               with_loss:bool=False, # also return each item's loss
-             )->tuple: # `(preds, targs)` or `(preds, targs, losses)`, CPU tensors; `targs` `None` without targets
+             )->tuple: # `(preds, targs[, losses])`, CPU tensors; `targs` is `None` without targets
     "Predictions and targets over `dl`, gathered on the CPU, without gradients."
     dl = self.dls.valid if dl is None else dl
     if dl is None: raise ValueError('get_preds: no dl given and dls.valid is None')
@@ -125,21 +125,21 @@ def _vocab(learn:Learner):
 
 # %% ../nbs/11a_inference.ipynb #0f50b941
 @patch
-def predict_one(self:Learner, x, # one item, without a batch dimension: a tensor, or a tuple/list/dict of them
-                decoded:bool=False, # return `(label, index, probs)`: the class name, its index, the softmax
-                prep:bool|None=None, # the training loader's preprocessing; `None`: for `uint8` (raw pixels)
+def predict_one(self:Learner, x, # one item without its batch dimension: a tensor or tuple/list/dict
+                decoded:bool=False, # return `(label, index, probs)`: class name, index, softmax
+                prep:bool|None=None, # the training loader's preprocessing; `None`: if `uint8` (raw)
                ): # the model's output for it, on the CPU
     """The model's output for a single item, prepared as the loader prepared the training data; or
     its class."""
     xb, f = _batch1(x), _prep(self)
     if prep and (f is None or not isinstance(xb, Tensor)):
-        raise ValueError('prep=True needs a tensor item and a loader with `prep` (or an export '
-                         'with `norm`)')
-    if f is not None and isinstance(xb, Tensor) and (prep or prep is None and xb.dtype
-                                                     == torch.uint8):
-        xb = f(xb)
+        raise ValueError('prep=True needs a tensor item and a loader with `prep` '
+                         '(or an export with `norm`)')
+    if f is not None and isinstance(xb, Tensor):
+        if prep or prep is None and xb.dtype == torch.uint8: xb = f(xb)
     g = Gather(device=self.device)
-    split = any('split' in c.pieces and c.in_preds for c in self.cbs) or type(self).split is not Learner.split
+    own = any('split' in c.pieces and c.in_preds for c in self.cbs)
+    split = own or type(self).split is not Learner.split
     # a custom split gets the item itself
     self.run_pass([xb if split else (xb, None)], _pass_cbs(self, g))
     out = g.result()[0][0]

@@ -32,13 +32,14 @@ def _check_lr(lr):
     if isinstance(lr, slice):
         ends = [e for e in (lr.start, lr.stop) if e is not None]
         if lr.stop is None or lr.step is not None or any(_bad_lr(e) or e == 0 for e in ends):
-            raise ValueError('a slice of learning rates is slice(hi) or slice(lo, hi), both > 0, '
-                             f'got {lr!r}')
+            raise ValueError('a slice of learning rates is slice(hi) or slice(lo, hi), '
+                             f'both > 0, got {lr!r}')
     elif _bad_lr(lr):
         raise ValueError(f'the learning rate must be a finite number >= 0, got {lr!r}')
 
 def _bad_lr(lr)->bool:
-    return isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr < 0
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real): return True
+    return not math.isfinite(lr) or lr < 0
 
 def n_batches(dl)->int|None:
     "`len(dl)`, or `None` for a loader without a length."
@@ -52,22 +53,22 @@ class Learner:
     """Train `model` on `dls` with `loss_func` and an optimizer from `opt_func`; callbacks act at
     events."""
     def __init__(self, model, # what to train: usually an `nn.Module`
-                 dls, # anything with `.train` and `.valid` iterables of batches; `valid` may be `None`
+                 dls, # `.train` and `.valid` iterables of batches; `valid` may be `None`
                  loss_func=F.cross_entropy, # `loss_func(preds, yb)` -> a scalar tensor
-                 opt_func=torch.optim.SGD, # `opt_func(params, lr=lr)` -> an optimizer; `None` if `step` is custom
-                 lr:float|slice=0.1, # the learning rate; `slice(lo, hi)`: spread over the parameter groups
-                 cbs=None, # callbacks, added to the defaults; one of a default's class replaces that default
-                 metrics=None, # metric functions `f(preds, yb)` or objects with `update/compute/reset`
-                 default_cbs:bool=True, # start from `DeviceCB`, `MetricsCB`, `Recorder` and `ProgressCB`
-                 splitter=None, # `splitter(model)` -> lists of parameters, one per group; `None`: one group
+                 opt_func=torch.optim.SGD, # `(params, lr=lr)` -> optimizer; `None`: custom `step`
+                 lr:float|slice=0.1, # learning rate; `slice(lo, hi)`: spread over the param groups
+                 cbs=None, # callbacks added to the defaults; one of a default's class replaces it
+                 metrics=None, # functions `f(preds, yb)` or objects with `update/compute/reset`
+                 default_cbs:bool=True, # add `DeviceCB`, `MetricsCB`, `Recorder`, `ProgressCB`
+                 splitter=None, # `(model)` -> lists of parameters, one per group; `None`: one group
                 ):
         _check_lr(lr)
         if not (hasattr(dls, 'train') and hasattr(dls, 'valid')):
             raise TypeError('dls must have .train and .valid loaders (see DataLoaders), got '
                             f'{type(dls).__name__}')
         if opt_func is not None and not callable(opt_func):
-            raise TypeError(f'opt_func must build an optimizer, got {opt_func!r}; give the '
-                            'learning rate as lr=')
+            raise TypeError(f'opt_func must build an optimizer, got {opt_func!r}; '
+                            'give the learning rate as lr=')
         store_attr('model,dls,loss_func,opt_func,lr,splitter')
         self.metrics, self.opt, self.cbs = list(listify(metrics)), None, []
         self.start_epoch = self.n_epochs = self.epoch = self.iter = 0
@@ -79,8 +80,8 @@ class Learner:
         if default_cbs:
             cbs = [d for d in _defaults() if not any(type(c) is type(d) for c in cbs)] + cbs
         if self.metrics and not any(isinstance(c, MetricsCB) for c in cbs):
-            raise ValueError('metrics are computed by MetricsCB: with default_cbs=False, add '
-                             'MetricsCB() to cbs')
+            raise ValueError('metrics are computed by MetricsCB: '
+                             'with default_cbs=False, add MetricsCB() to cbs')
         self.add_cbs(*cbs)
 
     def __repr__(self): return f'Learner({type(self.model).__name__}, cbs={self.cbs})'
@@ -136,9 +137,9 @@ _HINT = dict(split='to predict use predict_one(x) for one item or get_preds(dl) 
              zero_grad='to train use fit(n_epochs)')
 
 def _piece_args(name:str):
-    raise TypeError(f'Learner.{name}() is a step piece of the training loop: it takes no arguments '
-                    'and works on '
-                    f'the learner\'s batch, xb, yb, preds and loss; {_HINT[name]}')
+    raise TypeError(f'Learner.{name}() is a step piece of the training loop: it takes no '
+                    "arguments and works on the learner's batch, xb, yb, preds and "
+                    f'loss; {_HINT[name]}')
 
 @patch
 def split(self:Learner, *args, **kwargs):
@@ -224,8 +225,7 @@ def create_opt(self:Learner):
     n = sum(len(g) for g in groups)
     if n != len(params) or len({id(p) for g in groups for p in g}) != len(params):
         raise ValueError(f'the splitter must give each of the model\'s {len(params)} parameters to '
-                         'exactly one '
-                         f'group, got {len(groups)} groups holding {n}')
+                         f'exactly one group, got {len(groups)} groups holding {n}')
     top = max(lr_groups(self.lr, len(groups)))
     self.opt = self.opt_func([dict(params=g) for g in groups] if len(groups) > 1 else params,
                              lr=top)
@@ -245,7 +245,7 @@ def _check_loaders(self:Learner):
 def fit(self:Learner, n_epochs:int, # how many epochs in all (also when resuming)
         lr:float|slice|None=None, # a new learning rate, set on the optimizer too (`set_lr`)
         cbs=None, # callbacks for this fit only
-        resume:Path|str|bool|None=None, # a training checkpoint to continue from; `True`: `Checkpoint`'s
+        resume:Path|str|bool|None=None, # a training checkpoint to resume; `True`: `Checkpoint`'s
        ):
     "Train for `n_epochs`, continuing from the checkpoint `resume` when one is given."
     if isinstance(n_epochs, bool) or not isinstance(n_epochs, numbers.Integral) or n_epochs < 1:
@@ -436,18 +436,17 @@ def named_metrics(ms)->list:
     names = [n for n, _ in pairs]
     dup = sorted({n for n in names if names.count(n) > 1 or n == 'loss'})
     if dup:
-        raise ValueError(f'metric names must be distinct and not "loss", got {names}: name them '
-                         'with '
-                         f'(name, metric) pairs, e.g. metrics=[("top1", partial(topk, k=1)), '
-                         f'("top3", partial(topk, k=3))]')
+        raise ValueError(f'metric names must be distinct and not "loss", got {names}: '
+                         'name them with (name, metric) pairs, e.g. '
+                         'metrics=[("top1", partial(topk, k=1)), ("top3", partial(topk, k=3))]')
     return pairs
 
 # %% ../nbs/06_learner.ipynb #1bce2849
 class MetricsCB(Callback):
     "Mean loss and metrics over each phase of each epoch, into `learn.epoch_stats`."
     order, run_lr_find = -10, False
-    def __init__(self, *metrics, # functions `f(preds, yb)` or `update/compute/reset` objects; none: `learn.metrics`
-                 train_metrics:bool=True, # compute the metrics on the training batches too (the loss always is)
+    def __init__(self, *metrics, # functions or update/compute/reset objects; none: `learn.metrics`
+                 train_metrics:bool=True, # metrics on the training batches too (the loss always is)
                 ):
         self.metrics, self.train_metrics = list(metrics), train_metrics
         named_metrics(self.metrics)
@@ -511,7 +510,8 @@ def _finish(self:MetricsCB):
     if not self._n or any(s is None for s in fns):
         self.stats[f'{phase}_loss'] = math.nan
         return
-    vals = iter(torch.stack([self._loss, *[s.to(self._loss.device) for s in fns]]).div(self._n).tolist())
+    sums = torch.stack([self._loss, *[s.to(self._loss.device) for s in fns]])
+    vals = iter(sums.div(self._n).tolist())
     self.stats[f'{phase}_loss'] = next(vals)
     for name, m in zip(self.names, self._cur):
         self.stats[f'{phase}_{name}'] = float(_compute(m)) if is_metric_obj(m) else next(vals)
@@ -524,8 +524,8 @@ def cleanup_validate(self:MetricsCB): self._finish()
 @patch
 def after_epoch(self:MetricsCB):
     s = self.stats
-    keys = ['epoch', 'train_loss', 'valid_loss'] + [f'{p}_{n}' for p in ('train', 'valid') for n
-                                                    in self.names]
+    named = [f'{p}_{n}' for p in ('train', 'valid') for n in self.names]
+    keys = ['epoch', 'train_loss', 'valid_loss'] + named
     stats = {k: s[k] for k in keys if k in s} | {'time': time.perf_counter() - self._t0}
     # rank 0's: every rank decides (stop, save) on the same numbers
     self.learn.epoch_stats = broadcast(stats)
@@ -542,13 +542,15 @@ class Recorder(Callback):
     `plot_loss`, `plot_lr`..."""
     order, run_valid, run_lr_find = 10, False, False
     def __init__(self):
-        self.losses, self.lrs, self.values, self.iters, self._pend, self.hps = [], [], [], [], [], {}
+        self.losses, self.lrs, self.values, self.iters, self.hps = [], [], [], [], {}
+        self._pend = []
 
     def before_fit(self):
         if not self.learn.start_epoch:
             self.losses, self.lrs, self.values, self.iters, self.hps = [], [], [], [], {}
         pgs = getattr(self.opt, 'param_groups', None)
-        self._keys = [k for k, v in pgs[-1].items() if k not in ('params', 'lr_mult') and _is_hp(v)] if pgs else []
+        hps = pgs[-1].items() if pgs else ()
+        self._keys = [k for k, v in hps if k not in ('params', 'lr_mult') and _is_hp(v)]
         for k in self._keys: self.hps.setdefault(k, [])
         self._pend = []
 
@@ -572,8 +574,8 @@ class Recorder(Callback):
         return dict(losses=self.losses, lrs=self.lrs, values=self.values, iters=self.iters,
                     hps=self.hps)
     def load_state_dict(self, sd):
-        self.losses, self.lrs, self.values, self.iters = (list(sd[k]) for k
-                                                          in ('losses', 'lrs', 'values', 'iters'))
+        keys = 'losses', 'lrs', 'values', 'iters'
+        self.losses, self.lrs, self.values, self.iters = (list(sd[k]) for k in keys)
         self.hps = {k: list(v) for k, v in sd.get('hps', {}).items()}
 
 # %% ../nbs/06_learner.ipynb #49718c90
@@ -626,7 +628,7 @@ class ProgressCB(Callback):
     """fastprogress bars and a live loss plot where someone watches; one plain line per epoch
     elsewhere."""
     order, run_lr_find, main_only = 20, False, True
-    def __init__(self, bars:bool|None=None, # `None`: bars in a notebook or terminal (`interactive()`)
+    def __init__(self, bars:bool|None=None, # `None`: bars where someone watches (`interactive()`)
                  plot:bool=True, # the live loss plot (notebooks only)
                 ): self.bars, self.plot, self._bars, self.pb = bars, plot, False, None
 
@@ -644,7 +646,8 @@ class ProgressCB(Callback):
         self.pb = None
         if not (self._bars and self.n_iter): return
         from fastprogress.fastprogress import progress_bar
-        self.pb, self._last = progress_bar(range(self.n_iter), parent=self.mbar, leave=False), time.perf_counter()
+        self.pb = progress_bar(range(self.n_iter), parent=self.mbar, leave=False)
+        self._last = time.perf_counter()
         self.pb.update(0)
     before_train = before_validate = _start
 
@@ -759,7 +762,7 @@ def save(self:Learner, path:Path|str, # where to write, atomically
 
 @patch
 @uninterrupted
-def load(self:Learner, path:Path|str, # a file from `save`, a `Checkpoint`, `export` or a bare state dict
+def load(self:Learner, path:Path|str, # from `save`, `Checkpoint` or `export`, or a bare state dict
          with_opt:bool=True, # also restore the optimizer's state, when the file has it
         )->Learner:
     "Load the weights (and the optimizer's state) from `path`, all or nothing, with `weights_only`."
@@ -789,7 +792,7 @@ def state_dict(self:Learner)->dict:
 
 @patch
 @uninterrupted
-def load_state_dict(self:Learner, d:dict, # a `train` record (`state_dict`, or `read_checkpoint` of one)
+def load_state_dict(self:Learner, d:dict, # a `train` record, from `state_dict` or `read_checkpoint`
                     src='the checkpoint', # named in errors and warnings
                    ):
     "Restore the training state `d`, checked, all or nothing; the next fit starts after its epoch."

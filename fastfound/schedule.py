@@ -73,7 +73,8 @@ class CombinedSched:
         return self.scheds[i]((pos-lo)/(hi-lo))
 
     def __repr__(self):
-        return 'CombinedSched(' + ', '.join(f'{p:g}: {s!r}' for p,s in zip(self.pcts,self.scheds)) + ')'
+        pieces = ', '.join(f'{p:g}: {s!r}' for p,s in zip(self.pcts,self.scheds))
+        return f'CombinedSched({pieces})'
 
 def combine_scheds(pcts:list, # fraction of training each piece covers; they sum to 1
                    scheds:list): # the pieces
@@ -128,8 +129,8 @@ class ParamScheduler(Callback):
         if self.n_steps is not None: return self.n_steps
         try: return self.learn.n_epochs * len(self.learn.dls.train)
         except TypeError:
-            raise ValueError('the training loader has no len(): pass ParamScheduler(..., '
-                             'n_steps=...)') from None
+            raise ValueError('the training loader has no len(): '
+                             'pass ParamScheduler(..., n_steps=...)') from None
 
     def before_fit(self):
         self.n = n = self._total()
@@ -176,11 +177,11 @@ class ParamScheduler(Callback):
 @patch
 def fit_one_cycle(self:Learner,
                   n_epochs:int,
-                  lr_max:float|slice|None=None, # the peak learning rate (a slice: per group); `None`: `self.lr`
+                  lr_max:float|slice|None=None, # peak lr (a slice: per group); `None`: `self.lr`
                   div:float=25.,          # start at `lr_max/div`
                   div_final:float=1e5,    # end at `lr_max/div_final`
                   pct_start:float=0.25,   # fraction of the steps spent warming up
-                  moms:tuple|None=(0.95, 0.85, 0.95), # momentum at the start, the peak and the end; `None`: leave it
+                  moms:tuple|None=(0.95, 0.85, 0.95), # momentum at start, peak, end; `None`: as is
                   cbs=None,               # more callbacks for this fit
                   **kwargs):              # passed on to `fit`
     """Fit `n_epochs` with the learning rate warming up to `lr_max` and annealing, and the momentum
@@ -204,7 +205,8 @@ def freeze_to(self:Learner, n:int, # groups `[:n]` stop training; negative: coun
              ):
     "Freeze the first `n` parameter groups (no gradients), train the rest."
     if self.opt is None: self.create_opt()
-    bn = {id(p) for m in self.model.modules() if isinstance(m, _BN) for p in m.parameters()} if train_bn else set()
+    bns = [m for m in self.model.modules() if isinstance(m, _BN)] if train_bn else []
+    bn = {id(p) for m in bns for p in m.parameters()}
     pgs = self.opt.param_groups
     frozen = set(range(len(pgs))[:n])
     for i, pg in enumerate(pgs):
@@ -243,12 +245,13 @@ class LRFinder(Callback):
     def __init__(self,
                  start_lr:float=1e-7, end_lr:float=10., # the range swept
                  num_it:int=100,        # batches in the sweep
-                 stop_div:float|None=4., # stop when the smoothed loss exceeds `stop_div` times its minimum
+                 stop_div:float|None=4., # stop when smoothed loss > `stop_div` times its minimum
                  beta:float=0.98):      # smoothing of the loss
         if num_it < 2: raise ValueError(f'num_it must be at least 2, got {num_it}')
         if stop_div is not None and stop_div <= 1:
             raise ValueError(f'stop_div must be above 1, got {stop_div}')
-        self.sched,self.num_it,self.stop_div,self.beta = SchedExp(start_lr, end_lr),num_it,stop_div,beta
+        self.sched,self.num_it = SchedExp(start_lr, end_lr),num_it
+        self.stop_div,self.beta = stop_div,beta
 
     def before_fit(self):
         if not hasattr(self.learn.opt, 'param_groups'):
@@ -314,8 +317,8 @@ def suggest_lrs(lrs:list, losses:list, # the sweep: learning rates and smoothed 
 @patch
 def lr_find(self:Learner,
             start_lr:float=1e-7, end_lr:float=10., # the range swept
-            num_it:int=100,          # batches in the sweep (the training set is cycled if it is shorter)
-            stop_div:float|None=4.,  # stop when the smoothed loss exceeds this multiple of its minimum
+            num_it:int=100,          # batches in the sweep (the training set is cycled if shorter)
+            stop_div:float|None=4.,  # stop when smoothed loss > `stop_div` times its minimum
             show_plot:bool=True,     # plot the loss against the learning rate
            )->SuggestedLRs:
     """Sweep the learning rate from `start_lr` to `end_lr`, then restore the learner exactly;
@@ -325,8 +328,7 @@ def lr_find(self:Learner,
                          '(opt_func=None)')
     if self.opt is not None and not callable(getattr(self.opt, 'state_dict', None)):
         raise TypeError('lr_find restores the optimizer afterwards, so it needs its state_dict() '
-                        'and '
-                        f'load_state_dict(), which {type(self.opt).__name__} lacks')
+                        f'and load_state_dict(), which {type(self.opt).__name__} lacks')
     finder = LRFinder(start_lr, end_lr, num_it, stop_div)
     kept = [cb for cb in self.cbs if cb.run_lr_find]
     n_len = len(self.dls.train) if hasattr(self.dls.train, '__len__') else None

@@ -136,8 +136,7 @@ def check_opt_state(opt:torch.optim.Optimizer, # where the state would go
         for k, v in st.items():
             if isinstance(v, torch.Tensor) and v.ndim and v.shape != p.shape:
                 raise CheckpointError(f"{src}: its optimizer's {k} for parameter {i} is "
-                                      f'{tuple(v.shape)}, '
-                                      f'the parameter {tuple(p.shape)}')
+                                      f'{tuple(v.shape)}, the parameter {tuple(p.shape)}')
 
 def load_opt_state(opt:torch.optim.Optimizer, # where the state goes
                    sd:dict, # `opt.state_dict()` of the saved optimizer
@@ -149,7 +148,8 @@ def load_opt_state(opt:torch.optim.Optimizer, # where the state goes
     groups = opt.param_groups
     try: opt.load_state_dict(sd)
     except (ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f'{src}: its optimizer state does not fit this optimizer ({e})') from None
+        msg = f'{src}: its optimizer state does not fit this optimizer ({e})'
+        raise CheckpointError(msg) from None
     for g, new in zip(groups, opt.param_groups):
         g.clear()
         g.update(new)

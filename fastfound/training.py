@@ -32,16 +32,18 @@ class NaNGuard(Callback):
     def before_fit(self):
         # a callback with an enabled GradScaler (`MixedPrecision` in float16) handles overflowing
         # gradients itself
-        scaled = any(getattr(c, 'scaler', None) is not None and c.scaler.is_enabled() for c
-                     in self.learn.cbs)
+        scaled = any(getattr(c, 'scaler', None) is not None and c.scaler.is_enabled()
+                     for c in self.learn.cbs)
         check = self.grads and not scaled and hasattr(self.model, 'named_parameters')
-        self._named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad] if check else []
+        named = self.model.named_parameters() if check else []
+        self._named = [(n, p) for n, p in named if p.requires_grad]
         self._params = [p for _, p in self._named]
 
     def after_backward(self):
         loss = self.learn.loss.detach()
         gs = _grads(self._params)
-        norms = torch._foreach_norm(gs) if gs else []  # noqa: SLF001 (torch offers no public name for it)
+        # torch offers no public name for it
+        norms = torch._foreach_norm(gs) if gs else []  # noqa: SLF001
         x = torch.stack([n.float() for n in norms] + [loss.float()]).sum() if gs else loss
         if not torch.isfinite(x): self._stop(loss)  # the one synchronisation per batch
 
@@ -49,16 +51,15 @@ class NaNGuard(Callback):
         learn = self.learn
         if not torch.isfinite(loss): what = f'the loss is {loss.item()}'
         else:
-            bad = next((n for n, p in self._named if p.grad is not None and not p.grad.isfinite().all()), None)
+            bad = next((n for n, p in self._named
+                        if p.grad is not None and not p.grad.isfinite().all()), None)
             what = f'the gradient of {bad} is not finite' if bad else 'the gradient norm overflowed'
         if learn.opt is not None: learn.opt.zero_grad()
         elif hasattr(learn.model, 'zero_grad'): learn.model.zero_grad()
         of = f' of {learn.n_iter}' if learn.n_iter else ''
         raise NonFiniteError(f'{what} at epoch {learn.epoch}, batch {learn.iter}{of} (counting '
-                             'from 0): the fit '
-                             'stopped before the step, so the weights are those from before this '
-                             'batch',
-                             learn.epoch, learn.iter)
+                             'from 0): the fit stopped before the step, so the weights are those '
+                             'from before this batch', learn.epoch, learn.iter)
 
 # %% ../nbs/11b_training.ipynb #d0c4621a
 def _opt_params(opt)->list: return [p for g in opt.param_groups for p in g['params']]
@@ -81,7 +82,7 @@ class GradClip(_OptHooks):
     "Clip the gradients' total norm to `max_norm` right before each optimizer step."
     order = 10 # its hook must come after MixedPrecision's unscaling
     def __init__(self, max_norm:float=1.0, # the largest total norm allowed
-                 norm_type:float=2.0, # which norm: 2 is the Euclidean one, `inf` the largest absolute value
+                 norm_type:float=2.0, # 2: the Euclidean norm; `inf`: the largest absolute value
                 ):
         if not max_norm > 0: raise ValueError(f'max_norm must be positive, got {max_norm!r}')
         self.max_norm, self.norm_type, self.norm = max_norm, norm_type, None
@@ -152,11 +153,12 @@ class MixedPrecision(_OptHooks):
     order, run_valid, run_preds = -5, True, True
     replaces = ('backward',)
     def __init__(self, dtype:torch.dtype|None=None, # `None`: bfloat16 on the CPU, float16 on CUDA
-                 device=None, # the device the model is trained on; `None`: `default_device()`, as `DeviceCB`
-                 **scaler_kwargs, # passed to `torch.amp.GradScaler` (float16 only), e.g. `init_scale`
+                 device=None, # where the model trains; `None`: `default_device()`, as `DeviceCB`
+                 **scaler_kwargs, # for `torch.amp.GradScaler` (float16 only), e.g. `init_scale`
                 ):
         self.device_type = torch.device(device if device is not None else default_device()).type
-        self.dtype = dtype if dtype is not None else torch.bfloat16 if self.device_type == 'cpu' else torch.float16
+        if dtype is None: dtype = torch.bfloat16 if self.device_type == 'cpu' else torch.float16
+        self.dtype = dtype
         if self.dtype not in (torch.float16, torch.bfloat16):
             raise ValueError('MixedPrecision needs torch.float16 or torch.bfloat16, got '
                              f'{self.dtype}')
@@ -225,7 +227,8 @@ class CompileCB(Callback):
     replaces = ('predict',)
     # passed to `torch.compile`: `backend`, `mode`, ...; `dynamic=False` unless given
     def __init__(self, **kwargs):
-        self.kwargs, self.fn, self._model, self.dropped, self._n = {'dynamic': False, **kwargs}, None, None, 0, 0
+        self.kwargs, self.fn, self._model = {'dynamic': False, **kwargs}, None, None
+        self.dropped, self._n = 0, 0
 
     def _compiled(self):
         m = self.learn.model
