@@ -67,7 +67,7 @@ export: $(VENV)/.installed-dev
 
 # Style: ruff.toml (100 characters a line, no `;`-chained statements) over the package and the notebooks.
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check fastfound
+	$(BIN)/ruff check fastfound nbs
 
 # Notebooks are the source: exporting them must not change the committed package.
 check-export: $(VENV)/.installed-dev

@@ -9,7 +9,8 @@ __all__ = []
 from . import (augment, callbacks, checkpoint, data, events, files, hooks, inference, init,
                        interpret, learner, models, schedule, state, training)
 from . import distributed as _distributed
-from . import ranks  # noqa: F401 (imported by name, not starred: `rank`, `broadcast` are generic)
+# imported by name, not starred: `rank`, `broadcast` are generic
+from . import ranks  # noqa: F401
 from .init import *
 from .files import *
 from .state import *
@@ -27,6 +28,7 @@ from .distributed import *
 from .augment import *
 from .interpret import *
 
-_mods = (init, files, state, data, events, learner, callbacks, schedule, hooks, checkpoint, inference,
+_mods = (init, files, state, data, events, learner, callbacks, schedule, hooks, checkpoint,
+         inference,
          training, models, augment, _distributed, interpret)
 __all__ = [n for m in _mods for n in m.__all__]

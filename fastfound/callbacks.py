@@ -19,7 +19,8 @@ def _epoch_of(line:str, i:int)->int:
     return int(r[i]) if len(r) > i and r[i].isdigit() else -1
 
 class CSVLogger(Callback):
-    "Append `learn.epoch_stats` to `fname` as a CSV row each epoch, flushed; a resume drops later rows."
+    """Append `learn.epoch_stats` to `fname` as a CSV row each epoch, flushed; a resume drops later
+    rows."""
     order, run_lr_find, main_only = 30, False, True
     def __init__(self, fname:Path|str='history.csv'): self.fname, self._f = Path(fname), None
 
@@ -42,12 +43,13 @@ class CSVLogger(Callback):
         self._f = open(self.fname, 'a', newline='')
 
     def after_epoch(self):
-        row = {k: (f'{v:.6g}' if isinstance(v, float) else v) for k, v in self.learn.epoch_stats.items()}
+        row = {k: (f'{v:.6g}' if isinstance(v, float) else v)
+               for k, v in self.learn.epoch_stats.items()}
         if self._f is None: self._open()
         if self._w is None:
             if self._old is not None and self._old != list(row):
-                raise ValueError(f'{self.fname} has columns {self._old}, this fit logs {list(row)}: '
-                                 'use another file')
+                raise ValueError(f'{self.fname} has columns {self._old}, this fit logs '
+                                 f'{list(row)}: use another file')
             self._w = csv.DictWriter(self._f, fieldnames=list(row))
             if self._old is None: self._w.writeheader()
         size = self._f.tell()
@@ -64,12 +66,14 @@ class CSVLogger(Callback):
 
 # %% ../nbs/07_callbacks.ipynb #2abcf5bd
 class Monitor:
-    "What callbacks that watch one number of `learn.epoch_stats` share: the key, a direction, a threshold."
+    """What callbacks that watch one number of `learn.epoch_stats` share: the key, a direction, a
+    threshold."""
     def init_monitor(self, monitor:str, # the key of `learn.epoch_stats` to watch
                      mode:str, # 'min': lower is better; 'max': higher is better
                      min_delta:float, # how much better the number must be to count as better
                     ):
-        if mode not in ('min', 'max'): raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        if mode not in ('min', 'max'):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         if not min_delta >= 0: raise ValueError(f'min_delta must be >= 0, got {min_delta!r}')
         self.monitor, self.mode, self.min_delta = monitor, mode, min_delta
         self.best, self.best_epoch = None, None
@@ -79,19 +83,21 @@ class Monitor:
         stats = self.learn.epoch_stats
         if self.monitor not in stats:
             have = sorted(k for k in stats if k != 'epoch') or 'nothing (is MetricsCB there?)'
-            raise ValueError(f"{type(self).__name__} monitors {self.monitor!r}, but this epoch's stats have "
-                             f'only {have}')
+            raise ValueError(f"{type(self).__name__} monitors {self.monitor!r}, but this epoch's "
+                             f'stats have only {have}')
         return float(stats[self.monitor])
 
     def improved(self, v:float)->bool:
         "Whether `v` is better than the best so far by more than `min_delta`."
         if self.best is None: return v == v  # the first number that isn't nan is the best so far
-        return v < self.best - self.min_delta if self.mode == 'min' else v > self.best + self.min_delta
+        if self.mode == 'min': return v < self.best - self.min_delta
+        return v > self.best + self.min_delta
 
 # %% ../nbs/07_callbacks.ipynb #2ecdd9e6
 class EarlyStopping(Callback, Monitor):
     "Stop the fit when `monitor` has not improved for `patience` epochs."
-    order, run_lr_find = 15, False  # after MetricsCB (-10) wrote epoch_stats; before ProgressCB (20)
+    # after MetricsCB (-10) wrote epoch_stats; before ProgressCB (20)
+    order, run_lr_find = 15, False
     def __init__(self, monitor:str='valid_loss', # the key of `learn.epoch_stats` to watch
                  mode:str='min', # 'min': lower is better; 'max': higher is better
                  patience:int=3, # epochs without improvement to wait before stopping
@@ -114,11 +120,13 @@ class EarlyStopping(Callback, Monitor):
             self._say(f'stopping after epoch {self.epoch}')
 
     def _say(self, what):
-        best = 'never a number' if self.best is None else f'best {self.best:.4g} after epoch {self.best_epoch}'
+        if self.best is None: best = 'never a number'
+        else: best = f'best {self.best:.4g} after epoch {self.best_epoch}'
         print(f'EarlyStopping: {self.monitor} has not improved for {self.wait} epoch'
               f'{"s" * (self.wait != 1)} ({best}); {what}')
 
-    def before_epoch(self): # only after resuming from a checkpoint saved when it had decided to stop
+    # only after resuming from a checkpoint saved when it had decided to stop
+    def before_epoch(self):
         if not self.stopped: return
         self._say(f'stopping before epoch {self.epoch}')
         raise CancelFitException
@@ -126,5 +134,5 @@ class EarlyStopping(Callback, Monitor):
     def state_dict(self): return dict(best=self.best, best_epoch=self.best_epoch, wait=self.wait,
                                       stopped=self.stopped)
     def load_state_dict(self, sd):
-        self.best, self.best_epoch, self.wait, self.stopped = (sd[k] for k in ('best', 'best_epoch', 'wait',
-                                                                              'stopped'))
+        keys = 'best', 'best_epoch', 'wait', 'stopped'
+        self.best, self.best_epoch, self.wait, self.stopped = (sd[k] for k in keys)

@@ -23,7 +23,7 @@ class Checkpoint(Callback, Monitor):
     "Save complete training checkpoints: `last.pt` every `every` epochs and `best.pt` by `monitor`."
     order, run_lr_find = 90, False
     def __init__(self, path:Path|str='checkpoints', # the folder for `last.pt` and `best.pt`
-                 monitor:str='valid_loss', # the key of `learn.epoch_stats` that decides the best model
+                 monitor:str='valid_loss', # the `learn.epoch_stats` key that picks the best model
                  mode:str='min', # 'min': lower is better; 'max': higher is better
                  every:int=1, # write `last.pt` every this many epochs (and after the last epoch)
                  save_last:bool=True, # keep `last.pt` (what `resume` needs)
@@ -52,9 +52,11 @@ class Checkpoint(Callback, Monitor):
 @patch
 def before_fit(self:Checkpoint):
     if self.save_best and self.monitor.startswith('valid_') and self.dls.valid is None:
-        raise ValueError(f'Checkpoint monitors {self.monitor!r} but dls.valid is None: give the Learner a '
-                         'validation set, or use Checkpoint(save_best=False) or monitor="train_loss"')
-    if is_main():  # rank 0 writes; a folder it cannot write to fails the fit now, not after an epoch
+        raise ValueError(f'Checkpoint monitors {self.monitor!r} but dls.valid is None: give the '
+                         'Learner a validation set, or use Checkpoint(save_best=False) or '
+                         'monitor="train_loss"')
+    # rank 0 writes; a folder it cannot write to fails the fit now, not after an epoch
+    if is_main():
         writable(self.path)
         for p in (self.last_path, self.best_path): sweep_temps(p)  # what killed saves left behind
     self._finished = True
@@ -66,7 +68,8 @@ def before_epoch(self:Checkpoint): self._finished = False
 def after_epoch(self:Checkpoint):
     best = self.save_best and self.improved(v := self.current())  # every rank has the same stats
     if best: self.best, self.best_epoch = v, self.epoch
-    last = self.save_last and ((self.epoch + 1) % self.every == 0 or self.epoch + 1 == self.n_epochs)
+    last = self.save_last and ((self.epoch + 1) % self.every == 0 or self.epoch + 1
+                               == self.n_epochs)
     if is_main() and (best or last):  # on several ranks, rank 0 writes
         rec = self.learn.state_dict()
         if best: atomic_save(rec, self.best_path)
@@ -83,9 +86,10 @@ def cleanup_fit(self:Checkpoint):
 # %% ../nbs/10_checkpoint.ipynb #913005e4
 @patch
 def export(self:Learner, path:Path|str, # where to write, atomically
-           meta:dict|None=None, # plain data to keep with the weights: class names, normalisation statistics...
+           meta:dict|None=None, # plain data to keep with the weights: class names, norm stats...
           )->Path:
-    "Save what inference needs: the weights on the CPU, the model's class name and `meta`; rank 0 writes."
+    """Save what inference needs: the weights on the CPU, the model's class name and `meta`; rank 0
+    writes."""
     model = bare_model(self.model)
     sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if is_main(): atomic_save(dict(format=FORMAT, version=VERSION, kind='export', model=sd,
@@ -95,17 +99,19 @@ def export(self:Learner, path:Path|str, # where to write, atomically
 
 def load_learner(path:Path|str, # a file from `Learner.export` (or any fastfound file with weights)
                  model, # the architecture: an `nn.Module`, or a callable that returns one
-                 dls=None, # loaders, if the learner will train or validate; `None` for inference only
+                 dls=None, # loaders, if the learner will train or validate; `None`: inference only
                  device=None, # where to put the model; `None`: leave it where it is
                  **kwargs, # passed to `Learner` (`loss_func`, `cbs`, `metrics`...)
                 )->Learner:
-    "A `Learner` with `model` holding the weights in `path`, in eval mode, the export's `meta` as `learn.meta`."
+    """A `Learner` with `model` holding the weights in `path`, in eval mode, the export's `meta` as
+    `learn.meta`."""
     d = read_checkpoint(path)
     if not isinstance(model, nn.Module): model = model()
     if not isinstance(model, nn.Module):
         raise TypeError(f'model must be an nn.Module or build one, got {type(model).__name__}')
     arch = d.get('arch')
-    src = f'{path} (exported from a {arch})' if arch and arch != type(bare_model(model)).__name__ else path
+    other_arch = arch and arch != type(bare_model(model)).__name__
+    src = f'{path} (exported from a {arch})' if other_arch else path
     load_model_state(model, d['model'], src)
     if device is not None: model.to(device)
     learn = Learner(model.eval(), dls if dls is not None else DataLoaders(None, None), **kwargs)

@@ -37,7 +37,8 @@ def _number(kind, lo=0, hi=math.inf, strict=True):
         except ValueError: raise argparse.ArgumentTypeError(f'not a number: {s!r}') from None
         if not (math.isfinite(v) and (v > lo if strict else v >= lo) and v <= hi):
             what = 'a positive number' if strict and lo == 0 else f'a number from {lo}'
-            raise argparse.ArgumentTypeError(f'must be {what}' + (f' up to {hi:g}' if hi < math.inf else '') +
+            raise argparse.ArgumentTypeError(f'must be {what}'
+                                             + (f' up to {hi:g}' if hi < math.inf else '') +
                                              f', got {s}')
         return v
     parse.__name__ = kind.__name__
@@ -46,28 +47,33 @@ def _number(kind, lo=0, hi=math.inf, strict=True):
 def parser()->argparse.ArgumentParser:
     "The arguments of the `fastfound` command; `parser().commands['fit']` is the parser of `fit`."
     p = argparse.ArgumentParser(prog='fastfound',
-                                description='fastfound: a small, fast, fastai-style deep learning library.')
+                                description='fastfound: a small, fast, fastai-style deep learning '
+                                'library.')
     p.add_argument('--version', action='version', version=f'fastfound {fastfound.__version__}')
     sub = p.add_subparsers(dest='cmd', metavar='COMMAND', required=True)
     f = sub.add_parser('fit', help='train a model on Fashion-MNIST',
-                       description='Train a model on Fashion-MNIST and report its test accuracy, scored '
-                       'once at the end; save model.pth, loss.png and history.csv into --out.')
+                       description='Train a model on Fashion-MNIST and report its test '
+                       'accuracy, scored once at the end; save model.pth, loss.png and '
+                       'history.csv into --out.')
     Bool = argparse.BooleanOptionalAction
-    f.add_argument('--model', choices=sorted(MODELS), default='cnn', help='the network (default: %(default)s)')
+    f.add_argument('--model', choices=sorted(MODELS), default='cnn',
+                   help='the network (default: %(default)s)')
     f.add_argument('--width', type=_number(int, hi=512), default=CNN_WIDTH,
                    help="cnn: the first convolution's channels, doubled at each of the next three "
                    '(default: %(default)s)')
     f.add_argument('--epochs', type=_number(int, hi=10_000), default=None,
                    help='epochs (default: 8 cnn, 5 mlp)')
-    f.add_argument('--bs', type=_number(int, hi=60_000), default=256, help='batch size (default: %(default)s)')
+    f.add_argument('--bs', type=_number(int, hi=60_000), default=256,
+                   help='batch size (default: %(default)s)')
     f.add_argument('--lr', type=_number(float, hi=1e12), default=None,
                    help='peak learning rate of the one cycle (default: 1e-2 cnn, 3e-3 mlp)')
     f.add_argument('--valid-pct', type=_number(float, hi=0.5, strict=False), default=0.,
                    metavar='P', help='hold out this fraction of the training images (the same ones '
-                   'every run) and report the validation accuracy after each epoch; 0: train on all of '
-                   'them (default: %(default)s)')
+                   'every run) and report the validation accuracy after each epoch; 0: train on '
+                   'all of them (default: %(default)s)')
     f.add_argument('--augment', action=Bool, default=True,
-                   help='shift each training image by up to a pixel, mirror half of them (default: on)')
+                   help='shift each training image by up to a pixel, mirror half of them '
+                   '(default: on)')
     f.add_argument('--tta', action=Bool, default=True,
                    help='score each test image and its mirror image, averaged (default: on)')
     f.add_argument('--precision', choices=('auto', 'float32', 'bfloat16'), default='auto',
@@ -75,8 +81,10 @@ def parser()->argparse.ArgumentParser:
     f.add_argument('--compile', action=Bool, default=False,
                    help='torch.compile the model: it pays on CUDA for long runs (default: off)')
     f.add_argument('--data', type=Path, default=None, metavar='PATH',
-                   help='a directory with the four Fashion-MNIST .gz files (default: search; see fastfound.data)')
-    f.add_argument('--device', default=None, help='cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)')
+                   help='a directory with the four Fashion-MNIST .gz files '
+                   '(default: search; see fastfound.data)')
+    f.add_argument('--device', default=None,
+                   help='cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)')
     f.add_argument('--out', type=Path, default=Path('runs/fit'), metavar='DIR',
                    help='where to save; its history.csv is replaced (default: %(default)s)')
     f.add_argument('--seed', type=_number(int, hi=2**32 - 1, strict=False), default=0,
@@ -103,10 +111,12 @@ def _check(p:argparse.ArgumentParser, a:argparse.Namespace):
         if missing: p.error(f'--data {a.data}: missing {", ".join(missing)}')
     try: a.device = default_device() if a.device is None else torch.device(a.device)
     except RuntimeError as e: p.error(f'--device {a.device}: {e}')
-    if a.device.type not in ('cpu', 'cuda'): p.error(f'--device {a.device}: fastfound fit runs on cpu or cuda')
+    if a.device.type not in ('cpu', 'cuda'):
+        p.error(f'--device {a.device}: fastfound fit runs on cpu or cuda')
     if a.device.type == 'cuda' and not torch.cuda.is_available():
         p.error(f'--device {a.device}: CUDA is not available here')
-    if a.out.exists() and not a.out.is_dir(): p.error(f'--out {a.out}: exists and is not a directory')
+    if a.out.exists() and not a.out.is_dir():
+        p.error(f'--out {a.out}: exists and is not a directory')
     why = _writable(a.out)
     if why: p.error(f'--out {a.out}: cannot write there: {why}')
 
@@ -132,7 +142,8 @@ def _split(n:int, pct:float, seed:int=42)->tuple:
     return idx[k:], idx[:k]
 
 def load_data(a:argparse.Namespace)->tuple:
-    "`(dls, test_dl)`: training images less the hold-out, the hold-out as `dls.valid`, the test set."
+    """`(dls, test_dl)`: training images less the hold-out, the hold-out as `dls.valid`, the test
+    set."""
     env, d = os.environ.get('FASTFOUND_DATA'), None
     try:
         d = fashion_mnist_path(a.data)
@@ -157,8 +168,10 @@ def precision(device:torch.device, # where the model trains
 def recipe(a:argparse.Namespace)->dict:
     "What the run `a` trains, with the defaults filled in."
     conv = a.model == 'cnn'
-    return dict(model=a.model, width=a.width if conv else None, epochs=a.epochs or (8 if conv else 5),
-                lr=a.lr or (1e-2 if conv else 3e-3), bs=a.bs, dtype=precision(a.device, a.precision),
+    return dict(model=a.model, width=a.width if conv else None,
+                epochs=a.epochs or (8 if conv else 5),
+                lr=a.lr or (1e-2 if conv else 3e-3), bs=a.bs,
+                dtype=precision(a.device, a.precision),
                 channels_last=conv, augment=a.augment and conv, tta=a.tta and conv,
                 compile=a.compile)
 
@@ -225,7 +238,8 @@ def fit(a:argparse.Namespace)->Learner:
     acc = score(test_dl)
     sd = learn.model.state_dict().values()
     if not all(v.isfinite().all() for v in sd if v.is_floating_point()):
-        raise RunError('the weights are not finite after the training: nothing saved; try a lower --lr')
+        raise RunError('the weights are not finite after the training: nothing saved; '
+                       'try a lower --lr')
     print(f'test accuracy: {acc:.4f}{tta}', flush=True)
     meta = dict(model=r['model'], width=r['width'], classes=FMNIST_CLASSES, norm=FMNIST_STATS)
     learn.export(a.out/'model.pth', meta=meta)
@@ -243,7 +257,8 @@ def main(argv:list|None=None)->int:
     p = parser()
     a, extra = p.parse_known_args(argv)
     f = p.commands[a.cmd]
-    if extra: f.error(f'unrecognized arguments: {" ".join(extra)}')  # with fit's usage, not the top level's
+    # with fit's usage, not the top level's
+    if extra: f.error(f'unrecognized arguments: {" ".join(extra)}')
     _check(f, a)
     if a.nproc > 1 and 'LOCAL_RANK' not in os.environ:  # start the ranks; under torchrun, be one
         return launch(a.nproc, sys.argv[1:] if argv is None else list(argv))

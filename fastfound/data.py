@@ -64,7 +64,8 @@ def read_idx(fn:Path|str, # an IDX file, gzipped if its name ends in `.gz`
     if got < want or extra:
         held = f'{got} bytes' if not extra else 'more' if fn.suffix == '.gz' else (
             f'{fn.stat().st_size - 4 - 4*len(shape)} bytes')
-        raise ValueError(f'{fn}: header says shape {shape} ({want} bytes) but the file holds {held}')
+        raise ValueError(f'{fn}: header says shape {shape} ({want} bytes) '
+                         f'but the file holds {held}')
     if not want: return torch.zeros(shape, dtype=torch.uint8)
     return torch.frombuffer(buf, dtype=torch.uint8).view(shape)
 
@@ -74,27 +75,35 @@ def write_idx(fn:Path|str, # where to write; gzipped if the name ends in `.gz`
              ):
     "Write `x` as an unsigned-byte IDX file."
     if x.dtype != torch.uint8: raise TypeError(f'write_idx needs a uint8 tensor, got {x.dtype}')
-    data = bytes([0, 0, 8, x.ndim]) + struct.pack(f'>{x.ndim}I', *x.shape) + x.contiguous().numpy().tobytes()
+    header = bytes([0, 0, 8, x.ndim]) + struct.pack(f'>{x.ndim}I', *x.shape)
+    data = header + x.contiguous().numpy().tobytes()
     Path(fn).write_bytes(gzip.compress(data, mtime=0) if str(fn).endswith('.gz') else data)
 
 # %% ../nbs/05_data.ipynb #03f7fcd2
 FMNIST_URL = 'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/'
-# SHA-256 of each file's *decompressed* bytes. Mirrors (Debian's among them) recompress the .gz files, which changes
-# their bytes but not their content, so the content is what we pin.
+# SHA-256 of each file's *decompressed* bytes. Mirrors (Debian's among them) recompress the .gz
+# files, which changes their bytes but not their content, so the content is what we pin.
 FMNIST_SHA256 = {
-    'train-images-idx3-ubyte.gz': 'c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888',
-    'train-labels-idx1-ubyte.gz': 'bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9',
-    't10k-images-idx3-ubyte.gz':  '5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b',
-    't10k-labels-idx1-ubyte.gz':  '0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34'}
+    'train-images-idx3-ubyte.gz':
+        'c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888',
+    'train-labels-idx1-ubyte.gz':
+        'bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9',
+    't10k-images-idx3-ubyte.gz':
+        '5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b',
+    't10k-labels-idx1-ubyte.gz':
+        '0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34'}
 FMNIST_FILES = tuple(FMNIST_SHA256)
-FMNIST_CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot')
+FMNIST_CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt',
+                  'Sneaker', 'Bag', 'Ankle boot')
 DEBIAN_PATH = Path('/usr/share/datasets/fashion-mnist')
 SAMPLE_PATH = Path(importlib.util.find_spec('fastfound').origin).parent/'sample'
 
 # %% ../nbs/05_data.ipynb #3f1b38be
 def cache_dir()->Path:
-    "fastfound's Fashion-MNIST cache: `$XDG_CACHE_HOME/fastfound/fashion-mnist`, by default under `~/.cache`."
-    return Path(os.environ.get('XDG_CACHE_HOME') or '~/.cache').expanduser()/'fastfound'/'fashion-mnist'
+    """fastfound's Fashion-MNIST cache: `$XDG_CACHE_HOME/fastfound/fashion-mnist`, by default under
+    `~/.cache`."""
+    cache = os.environ.get('XDG_CACHE_HOME') or '~/.cache'
+    return Path(cache).expanduser()/'fastfound'/'fashion-mnist'
 
 # %% ../nbs/05_data.ipynb #95119cbd
 def sha256(fn:Path|str, # the file
@@ -124,7 +133,8 @@ def _copy(r, f, url:str, progress:bool):
         from fastprogress.fastprogress import progress_bar
         chunks = progress_bar(chunks, total=math.ceil(n / (1 << 16)))
     got = sum(f.write(c) for c in chunks)
-    if n and got != n: raise ConnectionError(f'{url}: the connection closed after {got} of {n} bytes')
+    if n and got != n:
+        raise ConnectionError(f'{url}: the connection closed after {got} of {n} bytes')
 
 def download(url:str, # what to fetch (`http(s)://` or `file://`)
              dest:Path|str, # where the verified file ends up
@@ -132,28 +142,32 @@ def download(url:str, # what to fetch (`http(s)://` or `file://`)
              progress:bool=True, # show a fastprogress bar (only where `interactive()`)
              timeout:float=30, # seconds to wait for the server
             )->Path:
-    "Fetch `url` into `dest` atomically, verifying its SHA-256 before the file appears under its name."
+    """Fetch `url` into `dest` atomically, verifying its SHA-256 before the file appears under its
+    name."""
     dest = Path(dest)
     def check(tmp):
         if sha is None: return
         try: got = sha256(tmp, gz=dest.suffix == '.gz')
         except (EOFError, OSError, zlib.error) as e: got = f'unreadable ({e})'
         if got != sha:
-            raise ValueError(f'{url}: SHA-256 mismatch: expected {sha}, got {got}; the download was discarded')
+            raise ValueError(f'{url}: SHA-256 mismatch: expected {sha}, got {got}; '
+                             'the download was discarded')
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return atomic_write(dest, lambda f: _copy(r, f, url, progress), check)
 
 # %% ../nbs/05_data.ipynb #6702a1ce
-def _has_all(p:Path|None)->bool: return p is not None and all((Path(p)/f).is_file() for f in FMNIST_FILES)
+def _has_all(p:Path|None)->bool:
+    return p is not None and all((Path(p)/f).is_file() for f in FMNIST_FILES)
 
 def fashion_mnist_path(path:Path|str|None=None, # a directory to look in first
                        download_ok:bool=True, # download into the cache when no local copy is found
-                       sample:bool=True, # fall back to the bundled sample (with a notice) as a last resort
+                       sample:bool=True, # last resort: the bundled sample (with a notice)
                        url:str=FMNIST_URL, # where to download from; the file names are appended
                       )->Path:
     "The directory holding the four Fashion-MNIST files, searched in the documented order."
     env = os.environ.get('FASTFOUND_DATA')
-    places = [('the path argument', path), ('$FASTFOUND_DATA', env), ('the user cache', cache_dir()),
+    places = [('the path argument', path), ('$FASTFOUND_DATA', env),
+              ('the user cache', cache_dir()),
               ("Debian's dataset-fashion-mnist", DEBIAN_PATH)]
     tried = []
     for what, p in places:
@@ -165,26 +179,32 @@ def fashion_mnist_path(path:Path|str|None=None, # a directory to look in first
             for f in FMNIST_FILES:
                 if not (cache_dir()/f).is_file(): download(url + f, cache_dir()/f, FMNIST_SHA256[f])
             return cache_dir()
-        except (OSError, http.client.HTTPException) as e: tried.append(f'a download from {url}: {e!r}')
+        except (OSError, http.client.HTTPException) as e:
+            tried.append(f'a download from {url}: {e!r}')
     if sample:
-        print(f'fastfound: Fashion-MNIST not found ({len(tried)} places tried); using the bundled sample '
-              f'(5,000 train, 1,000 test images) in {SAMPLE_PATH}', file=sys.stderr)
+        print(f'fastfound: Fashion-MNIST not found ({len(tried)} places tried); using the bundled '
+              f'sample (5,000 train, 1,000 test images) in {SAMPLE_PATH}', file=sys.stderr)
         return SAMPLE_PATH
-    raise FileNotFoundError('Fashion-MNIST not found. Looked for ' + ', '.join(FMNIST_FILES) + ' in:\n  ' +
-        '\n  '.join(tried) + '\nTo get it: `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or download the four '
+    raise FileNotFoundError('Fashion-MNIST not found. Looked for ' + ', '.join(FMNIST_FILES)
+                            + ' in:\n  ' +
+        '\n  '.join(tried) + '\nTo get it: `apt-get install dataset-fashion-mnist` '
+                            '(Debian/Ubuntu), or download the four '
         f'files from {url} into {cache_dir()}, or set $FASTFOUND_DATA to a directory holding them.')
 
 # %% ../nbs/05_data.ipynb #493effaf
 def _load_pair(d:Path, split:str):
-    x, y = read_idx(d/f'{split}-images-idx3-ubyte.gz', 3), read_idx(d/f'{split}-labels-idx1-ubyte.gz', 1)
-    if x.shape[1:] != (28, 28): raise ValueError(f'{d}/{split}-images: images are {tuple(x.shape[1:])}, expected 28x28')
+    x = read_idx(d/f'{split}-images-idx3-ubyte.gz', 3)
+    y = read_idx(d/f'{split}-labels-idx1-ubyte.gz', 1)
+    if x.shape[1:] != (28, 28):
+        raise ValueError(f'{d}/{split}-images: images are {tuple(x.shape[1:])}, expected 28x28')
     if len(x) != len(y): raise ValueError(f'{d}/{split}: {len(x)} images but {len(y)} labels')
-    if len(y) and y.max() > 9: raise ValueError(f'{d}/{split}-labels: label {int(y.max())} is not a class in 0..9')
+    if len(y) and y.max() > 9:
+        raise ValueError(f'{d}/{split}-labels: label {int(y.max())} is not a class in 0..9')
     return x, y.long()
 
-def load_fashion_mnist(path:Path|str|None=None, # a directory to look in first (see `fashion_mnist_path`)
+def load_fashion_mnist(path:Path|str|None=None, # where to look first (see `fashion_mnist_path`)
                        **kwargs, # passed to `fashion_mnist_path`
-                      )->tuple: # `(x_train, y_train, x_test, y_test)`: `uint8` images `N,28,28`, `int64` labels
+                      )->tuple: # `(x_train, y_train, x_test, y_test)`: uint8 `N,28,28`, int64
     "Find, check and load Fashion-MNIST's train and test sets."
     d = fashion_mnist_path(path, **kwargs)
     return *_load_pair(d, 'train'), *_load_pair(d, 't10k')
@@ -195,7 +215,8 @@ def make_sample(dest:Path|str, # the directory to write the four files into
                 n_test:int=100, # test images per class
                 path:Path|str|None=None, # where the full dataset is (see `fashion_mnist_path`)
                ):
-    "Write a stratified sample of Fashion-MNIST: the first `n_train`/`n_test` images of each class, in dataset order."
+    """Write a stratified sample of Fashion-MNIST: the first `n_train`/`n_test` images of each
+    class, in dataset order."""
     d = fashion_mnist_path(path, download_ok=False, sample=False)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -217,7 +238,8 @@ def prep_inputs(x:Tensor, # a batch of inputs, tensor or numpy array
                 shape:tuple|None=None, # the shape of one sample
                 device=None, # where to put it; `None`: where it is
                )->Tensor:
-    "Inputs as a `TensorLoader` serves them: on `device`, `uint8` scaled to `[0, 1]`, normalised, reshaped."
+    """Inputs as a `TensorLoader` serves them: on `device`, `uint8` scaled to `[0, 1]`, normalised,
+    reshaped."""
     x = torch.as_tensor(x).to(device)
     if x.dtype == torch.uint8: x = x.float().div_(255)
     if norm is not None: x = (x - norm[0]) / norm[1]
@@ -225,16 +247,17 @@ def prep_inputs(x:Tensor, # a batch of inputs, tensor or numpy array
     return x.contiguous()
 
 class TensorLoader:
-    "Batches `(x, y)` of in-memory tensors, gathered on `device`; shuffled with one `randperm` per epoch."
-    def __init__(self, x:Tensor, # inputs, first dimension the samples; `uint8` is scaled to floats in [0, 1]
+    """Batches `(x, y)` of in-memory tensors, gathered on `device`; shuffled with one `randperm`
+    per epoch."""
+    def __init__(self, x:Tensor, # inputs, first dimension the samples; `uint8` scaled to [0, 1]
                  y:Tensor, # targets, one per sample
                  bs:int=256, # batch size
                  shuffle:bool=False, # a new random order each epoch
                  drop_last:bool=False, # drop the last batch when it is smaller than `bs`
                  device=None, # where batches live; `None`: `default_device()`
                  norm:tuple|None=None, # `(mean, std)` to normalise `x` with, after scaling
-                 shape:tuple|None=None, # the shape of one sample, e.g. `(1, 28, 28)` for conv nets, `(784,)` for an MLP
-                 even:bool|None=None, # on several ranks, as many samples on each (`rank_slices`); `None`: shuffle
+                 shape:tuple|None=None, # a sample's shape, e.g. `(1,28,28)` (CNN), `(784,)` (MLP)
+                 even:bool|None=None, # same count on every rank (`rank_slices`); `None`: `shuffle`
                  vocab=None, # the class names the targets index, e.g. `FMNIST_CLASSES`
                 ):
         x, y = torch.as_tensor(x), torch.as_tensor(y)  # numpy arrays too
@@ -242,7 +265,8 @@ class TensorLoader:
         if bs < 1: raise ValueError(f'bs must be at least 1, got {bs}')
         self.device = default_device() if device is None else torch.device(device)
         self.norm, self.shape, self.vocab = norm, shape, vocab
-        self.x, self.y, self.bs, self.shuffle, self.drop_last = self.prep(x), y.to(self.device), bs, shuffle, drop_last
+        self.x, self.y, self.bs = self.prep(x), y.to(self.device), bs
+        self.shuffle, self.drop_last = shuffle, drop_last
         self.even = shuffle if even is None else even
 
     def prep(self, x:Tensor)->Tensor:
@@ -271,7 +295,8 @@ class TensorLoader:
         return rank_slices(len(self.x), self.bs, rank(), world_size(), self.even, self.drop_last)
 
     def _shard(self):
-        "This rank's part of each batch of `bs`: one permutation on every rank (the same RNG), disjoint slices."
+        """This rank's part of each batch of `bs`: one permutation on every rank (the same RNG),
+        disjoint slices."""
         end, parts = self._slices()
         idx = torch.randperm(len(self.x), device=self.device)[:end] if self.shuffle else None
         for i, (a, b) in zip(range(0, end, self.bs), parts):
@@ -281,21 +306,24 @@ class TensorLoader:
                 j = idx[i+a:i+b]
                 yield self.x.index_select(0, j), self.y.index_select(0, j)
 
-    def __repr__(self): return (f'TensorLoader({len(self.x)} samples, bs={self.bs}, shuffle={self.shuffle}, '
-                                f'drop_last={self.drop_last}, device={self.device})')
+    def __repr__(self):
+        return (f'TensorLoader({len(self.x)} samples, bs={self.bs}, shuffle={self.shuffle}, '
+                f'drop_last={self.drop_last}, device={self.device})')
 
 # %% ../nbs/05_data.ipynb #cf46e27d
 def rank_slices(n:int, # samples in the data
                 bs:int, # the batch size over all ranks together
                 r:int, # this rank
                 ws:int, # the world size
-                even:bool, # as many samples on every rank (training); else every sample exactly once (validation)
+                even:bool, # same count on every rank (training); else each sample once (validation)
                 drop_last:bool=False, # drop the last batch when it is smaller than `bs`
-               )->tuple: # `(end, parts)`: an epoch uses `end` samples; rank `r` takes `[a, b)` of each batch
-    "How `ws` ranks share an epoch of `n` samples in batches of `bs`: each takes a contiguous part of every batch."
+               # `(end, parts)`: an epoch uses `end` samples; rank `r` takes `[a, b)` of each batch
+               )->tuple:
+    """How `ws` ranks share an epoch of `n` samples in batches of `bs`: each takes a contiguous
+    part of every batch."""
     if even and bs % ws:
-        raise ValueError(f'bs={bs} is the batch size over all {ws} ranks: to give each rank as many samples it '
-                         f'must be a multiple of {ws}')
+        raise ValueError(f'bs={bs} is the batch size over all {ws} ranks: to give each rank as '
+                         f'many samples it must be a multiple of {ws}')
     end = n - n % bs if drop_last else n
     if even: end -= end % ws
     return end, [(r*k // ws, (r+1)*k // ws) for k in (min(bs, end - i) for i in range(0, end, bs))]
@@ -314,7 +342,8 @@ class DataLoaders:
                     ):
         "Two `TensorLoader`s: the training one shuffled."
         return cls(TensorLoader(x_train, y_train, bs, shuffle=True, **kwargs),
-                   TensorLoader(x_valid, y_valid, 2*bs, **{k: v for k, v in kwargs.items() if k != 'drop_last'}))
+                   TensorLoader(x_valid, y_valid, 2*bs,
+                                **{k: v for k, v in kwargs.items() if k != 'drop_last'}))
 
     def __repr__(self): return f'DataLoaders(train={self.train!r}, valid={self.valid!r})'
 
@@ -322,12 +351,13 @@ class DataLoaders:
 FMNIST_STATS = (0.2860, 0.3530)
 
 def fashion_mnist_dls(bs:int=256, # training batch size
-                      conv:bool=True, # samples shaped `1,28,28` for conv nets; `False`: flat `784` for MLPs
+                      conv:bool=True, # samples `1,28,28` for conv nets; `False`: flat `784` (MLPs)
                       path:Path|str|None=None, # where to look first (see `fashion_mnist_path`)
                       device=None, # where the data lives; `None`: `default_device()`
                       **kwargs, # passed on to `TensorLoader`
                      )->DataLoaders:
     "Fashion-MNIST as normalised `DataLoaders`, the test set for validation."
     xt, yt, xv, yv = load_fashion_mnist(path)
-    return DataLoaders.from_tensors(xt, yt, xv, yv, bs, device=device, norm=FMNIST_STATS, vocab=FMNIST_CLASSES,
+    return DataLoaders.from_tensors(xt, yt, xv, yv, bs, device=device, norm=FMNIST_STATS,
+                                    vocab=FMNIST_CLASSES,
                                     shape=(1, 28, 28) if conv else (784,), **kwargs)

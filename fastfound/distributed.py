@@ -34,8 +34,8 @@ def process_group(backend:str|None=None, # 'gloo' (CPU), 'nccl' (CUDA); `None`: 
         yield
         return
     if missing := [k for k in ('WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT') if k not in env]:
-        raise RuntimeError(f'$RANK is set but not ${", $".join(missing)}: start the processes with '
-                           'torchrun')
+        raise RuntimeError(f'$RANK is set but not ${", $".join(missing)}: '
+                           'start the processes with torchrun')
     backend = backend or ('nccl' if torch.cuda.is_available() else 'gloo')
     if backend == 'nccl': torch.cuda.set_device(int(env.get('LOCAL_RANK', 0)))
     per_host = int(env.get('LOCAL_WORLD_SIZE', env['WORLD_SIZE']))

@@ -19,11 +19,13 @@ PIECES = ('split', 'predict', 'get_loss', 'backward', 'step', 'zero_grad')
 
 # %% ../nbs/05b_events.ipynb #220bb0ba
 class CancelFitException(Exception):
-    "Stop the whole fit: the open stages' `cleanup_*` run, no `after_*` does; `fit` returns normally."
+    """Stop the whole fit: the open stages' `cleanup_*` run, no `after_*` does; `fit` returns
+    normally."""
 class CancelEpochException(Exception):
     "Skip the rest of this epoch (its validation too): no `after_epoch`; the next epoch starts."
 class CancelTrainException(Exception):
-    "Skip the rest of this epoch's training: no `after_train`; validation and `after_epoch` still run."
+    """Skip the rest of this epoch's training: no `after_train`; validation and `after_epoch` still
+    run."""
 class CancelValidateException(Exception):
     "Skip the rest of this epoch's validation: no `after_validate`; `after_epoch` still runs."
 class CancelBatchException(Exception):
@@ -34,14 +36,18 @@ _cancels = (CancelFitException, CancelEpochException, CancelTrainException, Canc
 
 # %% ../nbs/05b_events.ipynb #81f262f9
 class Callback:
-    "Methods named after events run at those events; attributes a callback lacks are read from its learner."
+    """Methods named after events run at those events; attributes a callback lacks are read from
+    its learner."""
     order:int = 0 # lower runs first
     run_train:bool = True # take part in the training phase (train and its batch events)
     run_valid:bool = True # take part in the validation phase (validate and its batch events)
-    run_preds:bool|None = None # take part in inference passes; `None`: when it replaces a step piece
-    run_lr_find:bool = True # stay during `lr_find`'s sweep (`False` for what writes files or stops fits)
+    # take part in inference passes; `None`: when it replaces a step piece
+    run_preds:bool|None = None
+    # stay during `lr_find`'s sweep (`False` for what writes files or stops fits)
+    run_lr_find:bool = True
     main_only:bool = False # on several processes, run on rank 0 only (what prints or writes files)
-    replaces:tuple = () # the step pieces its methods of those names replace, e.g. `('split', 'predict')`
+    # the step pieces its methods of those names replace, e.g. `('split', 'predict')`
+    replaces:tuple = ()
     learn = None # the `Learner`, set when the callback is added
 
     def __getattr__(self, k):
@@ -52,12 +58,15 @@ class Callback:
 
     @property
     def name(self)->str:
-        "The learner attribute that holds this callback: `Recorder` -> `recorder`, `MetricsCB` -> `metrics_cb`."
+        """The learner attribute that holds this callback: `Recorder` -> `recorder`, `MetricsCB` ->
+        `metrics_cb`."""
         return camel2snake(type(self).__name__)
 
     def own(self, name:str):
-        "The bound method `name` when this callback's class defines it (not through the learner), else `None`."
-        if not any(name in c.__dict__ for c in type(self).__mro__) and name not in self.__dict__: return None
+        """The bound method `name` when this callback's class defines it (not through the learner),
+        else `None`."""
+        if not any(name in c.__dict__ for c in type(self).__mro__) and name not in self.__dict__:
+            return None
         f = getattr(self, name)
         return f if callable(f) else None
 
@@ -67,15 +76,20 @@ class Callback:
         return tuple(p for p in PIECES if self.own(p) is not None)
 
     def check_pieces(self):
-        "Warn about methods named like step pieces that `replaces` does not declare; refuse declared ones it lacks."
+        """Warn about methods named like step pieces that `replaces` does not declare; refuse
+        declared ones it lacks."""
         bad = [p for p in self.replaces if p not in PIECES]
-        if bad: raise ValueError(f'{type(self).__name__}.replaces names {bad}, which are not step pieces {PIECES}')
+        if bad:
+            raise ValueError(f'{type(self).__name__}.replaces names {bad}, which are not step '
+                             f'pieces {PIECES}')
         if missing := [p for p in self.replaces if p not in self.pieces]:
-            raise TypeError(f'{type(self).__name__}.replaces declares {missing} but defines no such method')
+            raise TypeError(f'{type(self).__name__}.replaces declares {missing} but defines '
+                            'no such method')
         if extra := [p for p in self.pieces if p not in self.replaces]:
-            warnings.warn(f'{type(self).__name__} defines {extra}, named like step pieces, so it replaces the '
-                          f"learner's {', '.join(extra)}: declare replaces = {tuple(extra)!r} on the class if "
-                          'it means to, or rename the methods', stacklevel=3)
+            warnings.warn(f'{type(self).__name__} defines {extra}, named like step pieces, so it '
+                          f"replaces the learner's {', '.join(extra)}: declare replaces = "
+                          f'{tuple(extra)!r} on the class if it means to, or rename the methods',
+                          stacklevel=3)
 
     @property
     def in_preds(self)->bool:
@@ -83,7 +97,8 @@ class Callback:
         return bool(self.pieces) if self.run_preds is None else self.run_preds
 
     def resume_file(self):
-        "The training checkpoint this callback offers to `fit(resume=True)`; `None`: it offers none."
+        """The training checkpoint this callback offers to `fit(resume=True)`; `None`: it offers
+        none."""
         return None
     def state_dict(self)->dict:
         "What a checkpoint should keep of this callback (nothing by default)."
@@ -107,7 +122,8 @@ def _where(fn, event:str)->str:
 def run_event(event:str, # the event's name, for the notes
               fns:tuple, # its bound methods, in order
              ):
-    "Call `fns` in order; a cancel passes through, any other error leaves with a note naming the callback."
+    """Call `fns` in order; a cancel passes through, any other error leaves with a note naming the
+    callback."""
     for f in fns:
         try: f()
         except _cancels: raise
@@ -118,7 +134,8 @@ def run_event(event:str, # the event's name, for the notes
 def run_all(event:str, # what is running, for the notes
             fns, # functions of no arguments
            ):
-    "Call every one of `fns`, even when some raise; then re-raise the first error, the later ones noted on it."
+    """Call every one of `fns`, even when some raise; then re-raise the first error, the later ones
+    noted on it."""
     first = None
     for f in fns:
         try: f()

@@ -47,9 +47,10 @@ def disk_error(e:OSError, # what the system said
 
 def atomic_write(path:Path|str, # the file to (re)place; its folder is created
                  write, # `write(f)` writes the content to the open binary file `f`
-                 check=None, # `check(tmp)` may read the written temporary file and raise, before the rename
+                 check=None, # `check(tmp)` may read the temporary file and raise, before the rename
                 )->Path:
-    "Write `path` through a temporary file, fsync and a rename: it holds the old content or the new, whole."
+    """Write `path` through a temporary file, fsync and a rename: it holds the old content or the
+    new, whole."""
     path = Path(path)
     tmp = temp_name(path)
     try:
@@ -121,7 +122,8 @@ def sweep_temps(path:Path|str, # the file whose temporary files to look for
 
 # %% ../nbs/04b_files.ipynb #f072174c
 class CheckpointError(ValueError):
-    "A file that can't be used as the checkpoint asked for; the message names the file and says why."
+    """A file that can't be used as the checkpoint asked for; the message names the file and says
+    why."""
 
 def _first_line(e, *keys):
     lines = [s.strip() for s in str(e).splitlines() if s.strip()]
@@ -153,9 +155,10 @@ def _refused(path:Path, e:Exception, head:bytes):
     pickled = head == b'PK\x03\x04' or head[:1] == b'\x80'  # torch's zip format, or a bare pickle
     if pickled and 'Weights only load failed' in str(e):
         why = _first_line(e, 'GLOBAL', 'Unsupported', 'WeightsUnpickler error')
-        return CheckpointError(f'{path}: refused to load: it holds Python objects other than tensors '
-                               f'and plain containers, which could run code when unpickled ({why}). '
-                               'fastfound loads only with torch.load(weights_only=True).')
+        return CheckpointError(f'{path}: refused to load: it holds Python objects other than '
+                               'tensors and plain containers, which could run code when '
+                               f'unpickled ({why}). fastfound loads only with '
+                               'torch.load(weights_only=True).')
     return CheckpointError(f'{path}: cannot be loaded: {_why_unreadable(path, e)}')
 
 def _read_regular(path:Path)->bytes:
@@ -174,8 +177,9 @@ def unseal(path:Path, # named in the error
     if len(data) >= _SEAL_LEN and tail.startswith(SEAL) and tail.endswith(b'\n'):
         body = memoryview(data)[:-_SEAL_LEN]
         if hashlib.sha256(body).hexdigest().encode() != tail[len(SEAL):-1]:
-            raise CheckpointError(f'{path}: cannot be loaded: its checksum does not match its '
-                                  'content: it changed after it was written (a bad disk or copy?)') from None
+            msg = (f'{path}: cannot be loaded: its checksum does not match its content: it '
+                   'changed after it was written (a bad disk or copy?)')
+            raise CheckpointError(msg) from None
         return body, True
     if SEAL[1:10] in data[-2*_SEAL_LEN:]:
         raise CheckpointError(f'{path}: cannot be loaded: it is truncated or corrupted (its '
@@ -196,30 +200,35 @@ def _load(path:Path|str)->tuple:
 
 def load_file(path:Path|str, # a file written by `torch.save` (`atomic_save`'s: checksum verified)
              )->object:
-    "`torch.load(path, weights_only=True)` onto the CPU; every failure a `CheckpointError` naming `path`."
+    """`torch.load(path, weights_only=True)` onto the CPU; every failure a `CheckpointError` naming
+    `path`."""
     return _load(path)[0]
 
 # %% ../nbs/04b_files.ipynb #befbfd3e
 FORMAT = 'fastfound'  # the marker every file we write carries, with a format version
 VERSION = 2  # 2: every file ends in a checksum (see `seal`)
-_SCALARS = (int, float, complex, bool, str, bytes, type(None))  # exact types: np.float64 is a float subclass
+# exact types: np.float64 is a float subclass
+_SCALARS = (int, float, complex, bool, str, bytes, type(None))
 _TORCH = (torch.Tensor, torch.Size, torch.dtype, torch.device)
 
 def check_plain(o, # what will be saved
                 where:str, # named in the error, e.g. "callback Recorder's state_dict()"
                 key:str=''):
-    "Raise a `TypeError` naming `where` and `key` if `o` holds anything but tensors, numbers, strings, containers."
+    """Raise a `TypeError` naming `where` and `key` if `o` holds anything but tensors, numbers,
+    strings, containers."""
     if type(o) in _SCALARS or isinstance(o, _TORCH): return
     if isinstance(o, dict) and type(o).__module__ in ('builtins', 'collections'):
         for k, v in o.items():
             if not isinstance(k, (str, int)):
-                raise TypeError(f'{where}{key} has a key of type {type(k).__name__}: use str or int keys')
+                raise TypeError(f'{where}{key} has a key of type {type(k).__name__}: '
+                                'use str or int keys')
             check_plain(v, where, f'{key}[{k!r}]')
     elif type(o) in (list, tuple):
         for i, v in enumerate(o): check_plain(v, where, f'{key}[{i}]')
-    else: raise TypeError(f'{where}{key} is a {type(o).__module__}.{type(o).__qualname__}: a checkpoint '
-                          'holds only tensors, numbers, strings and lists, tuples and dicts of them '
-                          '(so it can be loaded safely)')
+    else:
+        raise TypeError(f'{where}{key} is a {type(o).__module__}.{type(o).__qualname__}: '
+                        'a checkpoint holds only tensors, numbers, strings and lists, tuples and '
+                        'dicts of them (so it can be loaded safely)')
 
 # %% ../nbs/04b_files.ipynb #57209d03
 def short_list(ks:list, n:int=4)->str:
@@ -237,9 +246,11 @@ def read_checkpoint(path:Path|str, # the file
     d, sealed = _load(path)
     if isinstance(d, dict) and d.get('format') == FORMAT:
         v = d.get('version', 0)
-        if not isinstance(v, int): raise CheckpointError(f'{path} has a format version {v!r} that is no number')
+        if not isinstance(v, int):
+            raise CheckpointError(f'{path} has a format version {v!r} that is no number')
         if v > VERSION:
-            raise CheckpointError(f'{path} is format version {v}, newer than this fastfound reads ({VERSION})')
+            raise CheckpointError(f'{path} is format version {v}, newer than this fastfound reads '
+                                  f'({VERSION})')
         if v >= 2 and not sealed:
             raise CheckpointError(f'{path}: cannot be loaded: it is format version {v}, which ends '
                                   'in a checksum, and its checksum is missing or damaged')
@@ -248,6 +259,7 @@ def read_checkpoint(path:Path|str, # the file
             raise CheckpointError(f'{path} is a {d.get("kind")!r} file; this needs one of '
                                   f'{", ".join(kinds)}{hint}')
         return d
-    if 'weights' in kinds and isinstance(d, dict) and d and all(isinstance(v, torch.Tensor) for v in d.values()):
+    if ('weights' in kinds and isinstance(d, dict) and d
+            and all(isinstance(v, torch.Tensor) for v in d.values())):
         return dict(format=FORMAT, version=VERSION, kind='weights', model=d)  # a bare state dict
     raise CheckpointError(f'{path} is not a fastfound checkpoint: it holds {_describe(d)}')

@@ -20,10 +20,12 @@ __all__ = ['SummaryRow', 'Hook', 'Hooks', 'n_hooks', 'Summary', 'model_summary',
 
 # %% ../nbs/09_hooks.ipynb #4401230a
 class Hook:
-    "A forward hook on `m` that calls `f(hook, module, input, output)`. Use it in a `with` block, or call `remove()`."
+    """A forward hook on `m` that calls `f(hook, module, input, output)`. Use it in a `with` block,
+    or call `remove()`."""
     def __init__(self,
                  m:nn.Module, # the module to watch
-                 f):          # called as `f(hook, module, input, output)` after each forward pass of `m`
+                 # called as `f(hook, module, input, output)` after each forward pass of `m`
+                 f):
         self.m,self.f = m,f
         self.handle = m.register_forward_hook(partial(f, self))
     def remove(self):
@@ -52,7 +54,8 @@ class Hooks(list):
 
 def n_hooks(model:nn.Module)->int:
     "How many forward hooks are registered anywhere in `model`."
-    return sum(len(m._forward_hooks) for m in model.modules())  # noqa: SLF001 (torch offers no public name for it)
+    # torch offers no public name for it
+    return sum(len(m._forward_hooks) for m in model.modules())  # noqa: SLF001
 
 # %% ../nbs/09_hooks.ipynb #2d05f1d3
 def _shape(o):
@@ -90,7 +93,8 @@ class Summary:
     def _foot(self):
         frozen = self.n_params - self.n_train
         return (f'Input {self.in_shape}. Total parameters: {self.n_params:,}'
-                + (f' ({self.n_train:,} trainable, {frozen:,} frozen)' if frozen else ' (all trainable)')
+                + (f' ({self.n_train:,} trainable, {frozen:,} frozen)' if frozen
+                   else ' (all trainable)')
                 + f'. FLOPs per item: {_si(self.flops)}')
     def __repr__(self):
         cells = [self.cols] + self._cells()
@@ -100,11 +104,13 @@ class Summary:
         return '\n'.join([fmt(cells[0]), rule] + [fmt(r) for r in cells[1:]] + [self._foot()])
     def _repr_markdown_(self):
         lines = ['| ' + ' | '.join(self.cols) + ' |', '|---|---|---|---|---:|---:|']
-        lines += ['| ' + ' | '.join(f'`{c}`' if i == 0 else c for i,c in enumerate(r)) + ' |' for r in self._cells()]
+        lines += ['| ' + ' | '.join(f'`{c}`' if i == 0 else c for i,c in enumerate(r)) + ' |'
+                  for r in self._cells()]
         return '\n'.join(lines) + '\n\n' + self._foot()
 
 def model_summary(model:nn.Module, # the model to describe
-                  xb)->Summary:     # one input batch (a tensor, or a tuple of the model's positional inputs)
+                  # one input batch (a tensor, or a tuple of the model's positional inputs)
+                  xb)->Summary:
     "Run `xb` through `model` once, without side effects; each leaf's shapes, params and FLOPs."
     root = type(model).__name__
     names = {m: n or root for n,m in model.named_modules()}
@@ -167,7 +173,8 @@ class HooksCallback(Callback):
 
 # %% ../nbs/09_hooks.ipynb #6e9fb2ff
 class ActivationStats(HooksCallback):
-    "Record each watched layer's output mean, std, near-zero fraction and histogram of |output| for every training batch."
+    """Record each watched layer's output mean, std, near-zero fraction and histogram of |output|
+    for every training batch."""
     def __init__(self,
                  mods=None,             # which modules (see `HooksCallback`); `None`: the children
                  bins:int=40,           # histogram bins
@@ -188,10 +195,12 @@ class ActivationStats(HooksCallback):
         hook.hists.append(v.histc(self.bins, 0, self.hist_max))
 
     def stats(self)->torch.Tensor:
-        "Per layer, per batch: `(mean, std, near_zero)`, a CPU tensor of shape `(layers, batches, 3)`."
+        """Per layer, per batch: `(mean, std, near_zero)`, a CPU tensor of shape `(layers, batches,
+        3)`."""
         return torch.stack([torch.stack(h.stats) for h in self.hooks]).cpu()
     def hists(self)->torch.Tensor:
-        "Per layer, per batch: the histogram of |output|, a CPU tensor of shape `(layers, batches, bins)`."
+        """Per layer, per batch: the histogram of |output|, a CPU tensor of shape `(layers,
+        batches, bins)`."""
         return torch.stack([torch.stack(h.hists) for h in self.hooks]).cpu()
     def near_zero(self, batches:slice=slice(None))->list:
         "Each layer's near-zero fraction, averaged over `batches` (default: all of them)."
@@ -214,11 +223,14 @@ class ActivationStats(HooksCallback):
         return axs
 
     def color_dim(self, figsize=None):
-        "The 'colorful dimension': for each layer, the histogram of |output| (bottom: 0) of every batch (left to right), log scale."
+        """The 'colorful dimension': for each layer, the histogram of |output| (bottom: 0) of every
+        batch (left to right), log scale."""
         h,names = self.hists().numpy(),self._names()
-        fig,axs = plt.subplots(1, len(names), figsize=figsize or (2.6*len(names), 2.4), squeeze=False)
+        fig,axs = plt.subplots(1, len(names), figsize=figsize or (2.6*len(names), 2.4),
+                               squeeze=False)
         for ax,hl,n in zip(axs[0], h, names):
-            ax.imshow(np.log1p(hl.T), origin='lower', aspect='auto', extent=(0, hl.shape[0], 0, self.hist_max))
+            ax.imshow(np.log1p(hl.T), origin='lower', aspect='auto',
+                      extent=(0, hl.shape[0], 0, self.hist_max))
             ax.set_title(n, fontsize=9)
             ax.set_xlabel('batch')
         axs[0, 0].set_ylabel('|activation|')
@@ -241,5 +253,6 @@ class ActivationStats(HooksCallback):
 @patch
 def summary(self:Learner, xb=None)->Summary:
     "Each layer's output shape and parameter count for one batch, and the totals."
-    xb = self.first_xb() if xb is None else to_device(xb, self.device)  # any batch structure `split` takes
+    # any batch structure `split` takes
+    xb = self.first_xb() if xb is None else to_device(xb, self.device)
     return model_summary(self.model, xb)

@@ -31,7 +31,8 @@ def _unreduced(loss_func):
 _HALF = (torch.float16, torch.bfloat16)
 
 class Gather(Callback):
-    "Collect the predictions, the targets and, optionally, the per-item losses of an evaluation pass, on the CPU."
+    """Collect the predictions, the targets and, optionally, the per-item losses of an evaluation
+    pass, on the CPU."""
     order = -1000 # move the batch before anyone looks at it; copy the loss before anyone changes it
     def __init__(self, with_loss:bool=False, # also the loss of each item
                  device=None, # where the model is: batches are moved there
@@ -57,21 +58,24 @@ class Gather(Callback):
         self.total = self.total + learn.loss.float().cpu() * n
         self.n += n
         if self._lf is not None:
-            if yb is None: raise ValueError('with_loss needs targets: this batch has none (yb is None)')
+            if yb is None:
+                raise ValueError('with_loss needs targets: this batch has none (yb is None)')
             l = self._lf(preds, yb)
             if l.shape != (n,):
-                raise ValueError(f'with_loss: loss_func(reduction="none") returned shape {tuple(l.shape)}, '
-                                 f'expected one loss per item, ({n},)')
+                raise ValueError('with_loss: loss_func(reduction="none") returned shape '
+                                 f'{tuple(l.shape)}, expected one loss per item, ({n},)')
             self.losses.append(l.float().cpu())
 
     def result(self):
-        "`(preds, targs[, losses])`, each concatenated over the batches; `targs` is `None` without targets."
+        """`(preds, targs[, losses])`, each concatenated over the batches; `targs` is `None`
+        without targets."""
         cat = lambda xs: torch.cat(xs) if xs else None
         return (cat(self.preds), cat(self.targs)) + ((cat(self.losses),) if self.with_loss else ())
 
 # %% ../nbs/11a_inference.ipynb #98eda319
 class _MaybeLoss(Callback):
-    "The `get_loss` piece of a prediction pass: the learner's where a batch has targets, a zero where it has none."
+    """The `get_loss` piece of a prediction pass: the learner's where a batch has targets, a zero
+    where it has none."""
     replaces = ('get_loss',)
     def get_loss(self):
         learn = self.learn
@@ -79,14 +83,15 @@ class _MaybeLoss(Callback):
         else: learn.get_loss()
 
 def _pass_cbs(learn:Learner, g:Gather)->list:
-    "`g`, and `_MaybeLoss` unless a callback that takes part in predictions already replaces `get_loss`."
+    """`g`, and `_MaybeLoss` unless a callback that takes part in predictions already replaces
+    `get_loss`."""
     own = any('get_loss' in c.pieces and c.in_preds for c in learn.cbs)
     return [g] if own or type(learn).get_loss is not Learner.get_loss else [g, _MaybeLoss()]
 
 @patch
-def get_preds(self:Learner, dl=None, # batches `(x, y)`, `(x, None)` or `x` to predict; `None`: `dls.valid`
+def get_preds(self:Learner, dl=None, # batches `(x, y)`, `(x, None)` or `x`; `None`: `dls.valid`
               with_loss:bool=False, # also return each item's loss
-             )->tuple: # `(preds, targs)` or `(preds, targs, losses)`, CPU tensors; `targs` `None` without targets
+             )->tuple: # `(preds, targs[, losses])`, CPU tensors; `targs` is `None` without targets
     "Predictions and targets over `dl`, gathered on the CPU, without gradients."
     dl = self.dls.valid if dl is None else dl
     if dl is None: raise ValueError('get_preds: no dl given and dls.valid is None')
@@ -96,14 +101,17 @@ def get_preds(self:Learner, dl=None, # batches `(x, y)`, `(x, None)` or `x` to p
 
 # %% ../nbs/11a_inference.ipynb #09966772
 def _batch1(x):
-    "`x` with a batch dimension of one on each tensor (a tensor, or tuples, lists and dicts of them)."
+    """`x` with a batch dimension of one on each tensor (a tensor, or tuples, lists and dicts of
+    them)."""
     if isinstance(x, Tensor): return x[None]
     if isinstance(x, (tuple, list)): return type(x)(_batch1(o) for o in x)
     if isinstance(x, dict): return {k: _batch1(v) for k, v in x.items()}
-    raise TypeError(f'predict_one needs a tensor, or a tuple, list or dict of tensors, got {type(x).__name__}')
+    raise TypeError('predict_one needs a tensor, or a tuple, list or dict of tensors, got '
+                    f'{type(x).__name__}')
 
 def _prep(learn:Learner):
-    "What the training loader did to its inputs; for an exported learner, its `meta`'s `norm` (and `shape`)."
+    """What the training loader did to its inputs; for an exported learner, its `meta`'s `norm`
+    (and `shape`)."""
     f = getattr(learn.dls.train, 'prep', None)
     if f is not None: return f
     meta = getattr(learn, 'meta', None) or {}
@@ -117,19 +125,23 @@ def _vocab(learn:Learner):
 
 # %% ../nbs/11a_inference.ipynb #0f50b941
 @patch
-def predict_one(self:Learner, x, # one item, without a batch dimension: a tensor, or a tuple/list/dict of them
-                decoded:bool=False, # return `(label, index, probs)`: the class name, its index, the softmax
-                prep:bool|None=None, # the training loader's preprocessing; `None`: for `uint8` (raw pixels)
+def predict_one(self:Learner, x, # one item without its batch dimension: a tensor or tuple/list/dict
+                decoded:bool=False, # return `(label, index, probs)`: class name, index, softmax
+                prep:bool|None=None, # the training loader's preprocessing; `None`: if `uint8` (raw)
                ): # the model's output for it, on the CPU
-    "The model's output for a single item, prepared as the loader prepared the training data; or its class."
+    """The model's output for a single item, prepared as the loader prepared the training data; or
+    its class."""
     xb, f = _batch1(x), _prep(self)
     if prep and (f is None or not isinstance(xb, Tensor)):
-        raise ValueError('prep=True needs a tensor item and a loader with `prep` (or an export with `norm`)')
-    if f is not None and isinstance(xb, Tensor) and (prep or prep is None and xb.dtype == torch.uint8):
-        xb = f(xb)
+        raise ValueError('prep=True needs a tensor item and a loader with `prep` '
+                         '(or an export with `norm`)')
+    if f is not None and isinstance(xb, Tensor):
+        if prep or prep is None and xb.dtype == torch.uint8: xb = f(xb)
     g = Gather(device=self.device)
-    split = any('split' in c.pieces and c.in_preds for c in self.cbs) or type(self).split is not Learner.split
-    self.run_pass([xb if split else (xb, None)], _pass_cbs(self, g))  # a custom split gets the item itself
+    own = any('split' in c.pieces and c.in_preds for c in self.cbs)
+    split = own or type(self).split is not Learner.split
+    # a custom split gets the item itself
+    self.run_pass([xb if split else (xb, None)], _pass_cbs(self, g))
     out = g.result()[0][0]
     if not decoded: return out
     probs = out.float().softmax(-1)

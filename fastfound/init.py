@@ -92,7 +92,8 @@ def kaiming_uniform_(w:Tensor, # weight `(out, in, *kernel)`, filled in place
     return w.uniform_(-b, b, generator=generator)
 
 # %% ../nbs/04_init.ipynb #4372a55e
-_INIT_LAYERS = (nn.Linear, nn.modules.conv._ConvNd)  # noqa: SLF001 (torch offers no public name for it)
+# torch offers no public name for it
+_INIT_LAYERS = (nn.Linear, nn.modules.conv._ConvNd)  # noqa: SLF001
 
 def init_weights(model:nn.Module,
                  init=kaiming_normal_, # an initializer, e.g. `kaiming_normal_` or `xavier_uniform_`

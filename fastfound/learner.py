@@ -14,7 +14,8 @@ from torch import Tensor, nn
 from .data import default_device, interactive
 from .events import *
 from .files import FORMAT, VERSION, atomic_save, check_plain, read_checkpoint
-from .state import (bare_model, cb_states, check_model_state, load_cb_states, load_model_state,
+from .state import (bare_model, cb_states, check_model_state, load_cb_states,
+                             load_model_state,
                     load_opt_state, rng_states, set_rng_states)
 from .ranks import all_reduce_sum, barrier, broadcast, is_main, world_size
 from .files import CheckpointError
@@ -31,11 +32,14 @@ def _check_lr(lr):
     if isinstance(lr, slice):
         ends = [e for e in (lr.start, lr.stop) if e is not None]
         if lr.stop is None or lr.step is not None or any(_bad_lr(e) or e == 0 for e in ends):
-            raise ValueError(f'a slice of learning rates is slice(hi) or slice(lo, hi), both > 0, got {lr!r}')
-    elif _bad_lr(lr): raise ValueError(f'the learning rate must be a finite number >= 0, got {lr!r}')
+            raise ValueError('a slice of learning rates is slice(hi) or slice(lo, hi), '
+                             f'both > 0, got {lr!r}')
+    elif _bad_lr(lr):
+        raise ValueError(f'the learning rate must be a finite number >= 0, got {lr!r}')
 
 def _bad_lr(lr)->bool:
-    return isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr < 0
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real): return True
+    return not math.isfinite(lr) or lr < 0
 
 def n_batches(dl)->int|None:
     "`len(dl)`, or `None` for a loader without a length."
@@ -46,32 +50,38 @@ def _defaults(): return default_cbs()  # `default_cbs` is also the name of `Lear
 
 # %% ../nbs/06_learner.ipynb #9168f503
 class Learner:
-    "Train `model` on `dls` with `loss_func` and an optimizer from `opt_func`; callbacks act at events."
+    """Train `model` on `dls` with `loss_func` and an optimizer from `opt_func`; callbacks act at
+    events."""
     def __init__(self, model, # what to train: usually an `nn.Module`
-                 dls, # anything with `.train` and `.valid` iterables of batches; `valid` may be `None`
+                 dls, # `.train` and `.valid` iterables of batches; `valid` may be `None`
                  loss_func=F.cross_entropy, # `loss_func(preds, yb)` -> a scalar tensor
-                 opt_func=torch.optim.SGD, # `opt_func(params, lr=lr)` -> an optimizer; `None` if `step` is custom
-                 lr:float|slice=0.1, # the learning rate; `slice(lo, hi)`: spread over the parameter groups
-                 cbs=None, # callbacks, added to the defaults; one of a default's class replaces that default
-                 metrics=None, # metric functions `f(preds, yb)` or objects with `update/compute/reset`
-                 default_cbs:bool=True, # start from `DeviceCB`, `MetricsCB`, `Recorder` and `ProgressCB`
-                 splitter=None, # `splitter(model)` -> lists of parameters, one per group; `None`: one group
+                 opt_func=torch.optim.SGD, # `(params, lr=lr)` -> optimizer; `None`: custom `step`
+                 lr:float|slice=0.1, # learning rate; `slice(lo, hi)`: spread over the param groups
+                 cbs=None, # callbacks added to the defaults; one of a default's class replaces it
+                 metrics=None, # functions `f(preds, yb)` or objects with `update/compute/reset`
+                 default_cbs:bool=True, # add `DeviceCB`, `MetricsCB`, `Recorder`, `ProgressCB`
+                 splitter=None, # `(model)` -> lists of parameters, one per group; `None`: one group
                 ):
         _check_lr(lr)
         if not (hasattr(dls, 'train') and hasattr(dls, 'valid')):
-            raise TypeError(f'dls must have .train and .valid loaders (see DataLoaders), got {type(dls).__name__}')
+            raise TypeError('dls must have .train and .valid loaders (see DataLoaders), got '
+                            f'{type(dls).__name__}')
         if opt_func is not None and not callable(opt_func):
-            raise TypeError(f'opt_func must build an optimizer, got {opt_func!r}; give the learning rate as lr=')
+            raise TypeError(f'opt_func must build an optimizer, got {opt_func!r}; '
+                            'give the learning rate as lr=')
         store_attr('model,dls,loss_func,opt_func,lr,splitter')
         self.metrics, self.opt, self.cbs = list(listify(metrics)), None, []
         self.start_epoch = self.n_epochs = self.epoch = self.iter = 0
         self.training, self.dl, self.n_iter, self.epoch_stats = False, None, None, {}
-        self.stop_training = False # set it (`learn.stop_training = True`) to stop after the current epoch
+        # set it (`learn.stop_training = True`) to stop after the current epoch
+        self.stop_training = False
         self.batch = self.xb = self.yb = self.preds = self.loss = None
         cbs = [c() if isinstance(c, type) else c for c in listify(cbs)]
-        if default_cbs: cbs = [d for d in _defaults() if not any(type(c) is type(d) for c in cbs)] + cbs
+        if default_cbs:
+            cbs = [d for d in _defaults() if not any(type(c) is type(d) for c in cbs)] + cbs
         if self.metrics and not any(isinstance(c, MetricsCB) for c in cbs):
-            raise ValueError('metrics are computed by MetricsCB: with default_cbs=False, add MetricsCB() to cbs')
+            raise ValueError('metrics are computed by MetricsCB: '
+                             'with default_cbs=False, add MetricsCB() to cbs')
         self.add_cbs(*cbs)
 
     def __repr__(self): return f'Learner({type(self.model).__name__}, cbs={self.cbs})'
@@ -85,12 +95,13 @@ def add_cbs(self:Learner, *cbs):
         if not isinstance(cb, Callback): raise TypeError(f'{cb!r} is not a Callback')
         if any(c is cb for c in self.cbs): continue
         if cb.learn is not None and cb.learn is not self:
-            raise ValueError(f'{cb!r} already belongs to another Learner: give each Learner its own instance, '
-                             'or remove it from the other one first (remove_cbs)')
+            raise ValueError(f'{cb!r} already belongs to another Learner: give each Learner its '
+                             'own instance, or remove it from the other one first (remove_cbs)')
         cb.check_pieces()
         cb.learn = self
         self.cbs.append(cb)
-        if cb.name not in self.__dict__ and not hasattr(type(self), cb.name): setattr(self, cb.name, cb)
+        if cb.name not in self.__dict__ and not hasattr(type(self), cb.name):
+            setattr(self, cb.name, cb)
     return self
 
 @patch
@@ -126,12 +137,14 @@ _HINT = dict(split='to predict use predict_one(x) for one item or get_preds(dl) 
              zero_grad='to train use fit(n_epochs)')
 
 def _piece_args(name:str):
-    raise TypeError(f'Learner.{name}() is a step piece of the training loop: it takes no arguments and works on '
-                    f'the learner\'s batch, xb, yb, preds and loss; {_HINT[name]}')
+    raise TypeError(f'Learner.{name}() is a step piece of the training loop: it takes no '
+                    "arguments and works on the learner's batch, xb, yb, preds and "
+                    f'loss; {_HINT[name]}')
 
 @patch
 def split(self:Learner, *args, **kwargs):
-    "Split `self.batch` into `self.xb`, `self.yb`: a pair `(x, y)`; a tensor `x` (or `(x,)`) has no targets."
+    """Split `self.batch` into `self.xb`, `self.yb`: a pair `(x, y)`; a tensor `x` (or `(x,)`) has
+    no targets."""
     if args or kwargs: _piece_args('split')
     b = self.batch
     if isinstance(b, (tuple, list)) and len(b) == 2: self.xb, self.yb = b
@@ -154,8 +167,8 @@ def get_loss(self:Learner, *args, **kwargs):
     "`self.loss` from `self.preds` and `self.yb`."
     if args or kwargs: _piece_args('get_loss')
     if self.yb is None:
-        raise ValueError('this batch has no targets (yb is None): training and validation need (x, y) '
-                         'batches; get_preds and predict_one predict unlabelled data')
+        raise ValueError('this batch has no targets (yb is None): training and validation need (x, '
+                         'y) batches; get_preds and predict_one predict unlabelled data')
     self.loss = self.loss_func(self.preds, self.yb)
 
 @patch
@@ -194,7 +207,8 @@ def _resolve(self:Learner):
         pieces = []
         for p in PIECES:
             owners = [c for c in active if c.own(p) is not None]
-            if len(owners) > 1: raise ValueError(f'{p} is replaced by more than one callback: {owners}')
+            if len(owners) > 1:
+                raise ValueError(f'{p} is replaced by more than one callback: {owners}')
             pieces.append(owners[0].own(p) if owners else getattr(self, p))
         self._ev[training], self._pieces[training] = _events(cbs, active), tuple(pieces)
     custom = type(self).predict is not Learner.predict
@@ -205,14 +219,16 @@ def _resolve(self:Learner):
 def create_opt(self:Learner):
     "Create `self.opt` with `opt_func` over the model's parameters."
     params = list(self.model.parameters()) if hasattr(self.model, 'parameters') else []
-    if not params: raise ValueError(f'the model ({type(self.model).__name__}) has no parameters to train')
+    if not params:
+        raise ValueError(f'the model ({type(self.model).__name__}) has no parameters to train')
     groups = [list(g) for g in self.splitter(self.model)] if self.splitter is not None else [params]
     n = sum(len(g) for g in groups)
     if n != len(params) or len({id(p) for g in groups for p in g}) != len(params):
-        raise ValueError(f'the splitter must give each of the model\'s {len(params)} parameters to exactly one '
-                         f'group, got {len(groups)} groups holding {n}')
+        raise ValueError(f'the splitter must give each of the model\'s {len(params)} parameters to '
+                         f'exactly one group, got {len(groups)} groups holding {n}')
     top = max(lr_groups(self.lr, len(groups)))
-    self.opt = self.opt_func([dict(params=g) for g in groups] if len(groups) > 1 else params, lr=top)
+    self.opt = self.opt_func([dict(params=g) for g in groups] if len(groups) > 1 else params,
+                             lr=top)
     self.set_lr(self.lr)
 
 @patch
@@ -229,7 +245,7 @@ def _check_loaders(self:Learner):
 def fit(self:Learner, n_epochs:int, # how many epochs in all (also when resuming)
         lr:float|slice|None=None, # a new learning rate, set on the optimizer too (`set_lr`)
         cbs=None, # callbacks for this fit only
-        resume:Path|str|bool|None=None, # a training checkpoint to continue from; `True`: `Checkpoint`'s
+        resume:Path|str|bool|None=None, # a training checkpoint to resume; `True`: `Checkpoint`'s
        ):
     "Train for `n_epochs`, continuing from the checkpoint `resume` when one is given."
     if isinstance(n_epochs, bool) or not isinstance(n_epochs, numbers.Integral) or n_epochs < 1:
@@ -245,8 +261,8 @@ def fit(self:Learner, n_epochs:int, # how many epochs in all (also when resuming
         own = {p for p, f in zip(PIECES, self._pieces[True])
                if getattr(f, '__func__', None) is getattr(Learner, p)}
         if self.opt is None and own & {'step', 'zero_grad'}:
-            raise ValueError('without an optimizer (opt_func=None) a callback or subclass must replace '
-                             'step and zero_grad')
+            raise ValueError('without an optimizer (opt_func=None) a callback or subclass must '
+                             'replace step and zero_grad')
         self.n_epochs, self.stop_training = n_epochs, False
         self._stage('fit', self._do_fit, CancelFitException, self._ev[True])
 
@@ -273,7 +289,8 @@ def _do_fit(self:Learner):
     for self.epoch in range(self.start_epoch, self.n_epochs):
         self.epoch_stats = {'epoch': self.epoch}
         self._stage('epoch', self._do_epoch, CancelEpochException, self._ev[True])
-        if self.stop_training: break  # asked for during this epoch: it has finished, every after_epoch saw it
+        # asked for during this epoch: it has finished, every after_epoch saw it
+        if self.stop_training: break
 
 @patch
 def _do_epoch(self:Learner):
@@ -305,8 +322,9 @@ def _do_batches(self:Learner):
             predict()
             if a_pred: run_event('after_pred', a_pred)
             get_loss()
-            if self.loss.ndim: raise ValueError(f'the loss must be a scalar, got shape {tuple(self.loss.shape)}: '
-                                                'use a loss_func that reduces (e.g. reduction="mean")')
+            if self.loss.ndim:
+                raise ValueError(f'the loss must be a scalar, got shape {tuple(self.loss.shape)}: '
+                                 'use a loss_func that reduces (e.g. reduction="mean")')
             if a_loss: run_event('after_loss', a_loss)
             if training:
                 backward()
@@ -317,7 +335,8 @@ def _do_batches(self:Learner):
             if after: run_event('after_batch', after)
         except CancelBatchException:
             if training: zero_grad()
-        except BaseException as e: # an error or Ctrl-C: leave no half batch's gradients for the next fit
+        # an error or Ctrl-C: leave no half batch's gradients for the next fit
+        except BaseException as e:
             _leave(e, 'cleanup_batch', ((zero_grad,) if training else ()) + cleanup)
             raise
         if cleanup: run_all('cleanup_batch', cleanup)
@@ -327,14 +346,16 @@ def _do_batches(self:Learner):
 def lr_groups(lr, # a number, or `slice(hi)`, or `slice(lo, hi)`
               n:int, # how many parameter groups
              )->list:
-    "fastai's rule: a number for each group; `slice(hi)`: `hi/10`, the last `hi`; `slice(lo, hi)`: geometric."
+    """fastai's rule: a number for each group; `slice(hi)`: `hi/10`, the last `hi`; `slice(lo,
+    hi)`: geometric."""
     if not isinstance(lr, slice): return [lr] * n
     if lr.start is None: return [lr.stop / 10] * (n - 1) + [lr.stop]
     if n == 1: return [lr.stop]
     return [lr.start * (lr.stop / lr.start) ** (i / (n - 1)) for i in range(n)]
 
 def lr_mults(opt)->list:
-    "Each param group's `lr_mult` (its rate over the highest), set from the current rates where it is missing."
+    """Each param group's `lr_mult` (its rate over the highest), set from the current rates where
+    it is missing."""
     pgs = getattr(opt, 'param_groups', None) or []
     if any('lr_mult' not in pg for pg in pgs):
         top = max(pg['lr'] for pg in pgs)
@@ -342,7 +363,8 @@ def lr_mults(opt)->list:
     return [pg['lr_mult'] for pg in pgs]
 
 @patch
-def set_lr(self:Learner, lr): # a number: every group scaled, ratios kept; a slice: spread over the groups
+# a number: every group scaled, ratios kept; a slice: spread over the groups
+def set_lr(self:Learner, lr):
     "Set the learning rate of every parameter group, fastai-style; it becomes `self.lr`."
     _check_lr(lr)
     self.lr = lr
@@ -363,7 +385,8 @@ def to_device(b, device:torch.device):
     return b
 
 class DeviceCB(Callback):
-    "Put the model on `device` when the fit starts, and each batch's `xb` and `yb` before it is used."
+    """Put the model on `device` when the fit starts, and each batch's `xb` and `yb` before it is
+    used."""
     order = -100
     def __init__(self, device=None): # `None`: CUDA when available, else the CPU
         self.device = default_device() if device is None else torch.device(device)
@@ -379,7 +402,8 @@ class DeviceCB(Callback):
 # %% ../nbs/06_learner.ipynb #5c3e0d11
 @patch(as_prop=True)
 def device(self:Learner)->torch.device:
-    "Where the model trains: `DeviceCB`'s device; without one, where its parameters are (else the CPU)."
+    """Where the model trains: `DeviceCB`'s device; without one, where its parameters are (else the
+    CPU)."""
     cb = next((c for c in self.cbs if isinstance(c, DeviceCB)), None)
     if cb is not None: return cb.device
     p = next(iter(self.model.parameters()), None) if hasattr(self.model, 'parameters') else None
@@ -393,7 +417,8 @@ def accuracy(preds:Tensor, # scores, one row per sample
     return (preds.argmax(dim=-1) == targ).float().mean()
 
 def metric_name(m)->str:
-    "The name a metric's column gets: a function's or a partial's `__name__`, else its class's in snake case."
+    """The name a metric's column gets: a function's or a partial's `__name__`, else its class's in
+    snake case."""
     if hasattr(m, 'func'): m = m.func  # a partial
     return getattr(m, '__name__', None) or Callback.name.fget(m)
 
@@ -403,22 +428,25 @@ def is_metric_obj(m)->bool:
 
 # %% ../nbs/06_learner.ipynb #f4a30bd7
 def named_metrics(ms)->list:
-    "`(name, metric)` for each of `ms`: a `(name, metric)` pair keeps its name, others get `metric_name`'s."
-    pairs = [m if isinstance(m, tuple) and len(m) == 2 and isinstance(m[0], str) else (metric_name(m), m)
+    """`(name, metric)` for each of `ms`: a `(name, metric)` pair keeps its name, others get
+    `metric_name`'s."""
+    pairs = [m if isinstance(m, tuple) and len(m) == 2 and isinstance(m[0], str)
+             else (metric_name(m), m)
              for m in listify(ms)]
     names = [n for n, _ in pairs]
     dup = sorted({n for n in names if names.count(n) > 1 or n == 'loss'})
-    if dup: raise ValueError(f'metric names must be distinct and not "loss", got {names}: name them with '
-                             f'(name, metric) pairs, e.g. metrics=[("top1", partial(topk, k=1)), '
-                             f'("top3", partial(topk, k=3))]')
+    if dup:
+        raise ValueError(f'metric names must be distinct and not "loss", got {names}: '
+                         'name them with (name, metric) pairs, e.g. '
+                         'metrics=[("top1", partial(topk, k=1)), ("top3", partial(topk, k=3))]')
     return pairs
 
 # %% ../nbs/06_learner.ipynb #1bce2849
 class MetricsCB(Callback):
     "Mean loss and metrics over each phase of each epoch, into `learn.epoch_stats`."
     order, run_lr_find = -10, False
-    def __init__(self, *metrics, # functions `f(preds, yb)` or `update/compute/reset` objects; none: `learn.metrics`
-                 train_metrics:bool=True, # compute the metrics on the training batches too (the loss always is)
+    def __init__(self, *metrics, # functions or update/compute/reset objects; none: `learn.metrics`
+                 train_metrics:bool=True, # metrics on the training batches too (the loss always is)
                 ):
         self.metrics, self.train_metrics = list(metrics), train_metrics
         named_metrics(self.metrics)
@@ -431,7 +459,8 @@ class MetricsCB(Callback):
             if not is_metric_obj(m): return m
             m = copy.deepcopy(m)
             return m.to(self._dev) if hasattr(m, 'to') else m
-        self._ms = {False: [prep(m) for m in ms], True: [prep(m) for m in ms] if self.train_metrics else []}
+        self._ms = {False: [prep(m) for m in ms],
+                    True: [prep(m) for m in ms] if self.train_metrics else []}
         self._n, self.stats = 0, {}
 
     def before_epoch(self): self._t0, self.stats = time.perf_counter(), {'epoch': self.epoch}
@@ -461,7 +490,8 @@ def after_batch(self:MetricsCB):
             self._sums[i] = v * n if self._sums[i] is None else self._sums[i].add_(v, alpha=n)
 
 def _compute(m):
-    "`m.compute()` over every rank: torchmetrics' objects sync themselves, torcheval's through its toolkit."
+    """`m.compute()` over every rank: torchmetrics' objects sync themselves, torcheval's through
+    its toolkit."""
     if world_size() > 1 and hasattr(m, 'merge_state'):
         from torcheval.metrics.toolkit import sync_and_compute
         return sync_and_compute(m, recipient_rank='all')
@@ -476,10 +506,12 @@ def _finish(self:MetricsCB):
         sums = [z if s is None else s.to(z.device) for s in fns]
         t = all_reduce_sum(torch.stack([z + self._n, self._loss, *sums]))
         self._n, self._loss, fns = round(t[0].item()), t[1], list(t[2:])
-    if not self._n or any(s is None for s in fns):  # no batch finished, or a metric failed in its first
+    # no batch finished, or a metric failed in its first
+    if not self._n or any(s is None for s in fns):
         self.stats[f'{phase}_loss'] = math.nan
         return
-    vals = iter(torch.stack([self._loss, *[s.to(self._loss.device) for s in fns]]).div(self._n).tolist())
+    sums = torch.stack([self._loss, *[s.to(self._loss.device) for s in fns]])
+    vals = iter(sums.div(self._n).tolist())
     self.stats[f'{phase}_loss'] = next(vals)
     for name, m in zip(self.names, self._cur):
         self.stats[f'{phase}_{name}'] = float(_compute(m)) if is_metric_obj(m) else next(vals)
@@ -492,33 +524,41 @@ def cleanup_validate(self:MetricsCB): self._finish()
 @patch
 def after_epoch(self:MetricsCB):
     s = self.stats
-    keys = ['epoch', 'train_loss', 'valid_loss'] + [f'{p}_{n}' for p in ('train', 'valid') for n in self.names]
+    named = [f'{p}_{n}' for p in ('train', 'valid') for n in self.names]
+    keys = ['epoch', 'train_loss', 'valid_loss'] + named
     stats = {k: s[k] for k in keys if k in s} | {'time': time.perf_counter() - self._t0}
-    self.learn.epoch_stats = broadcast(stats)  # rank 0's: every rank decides (stop, save) on the same numbers
+    # rank 0's: every rank decides (stop, save) on the same numbers
+    self.learn.epoch_stats = broadcast(stats)
 
 # %% ../nbs/06_learner.ipynb #67beb9e1
 def _is_hp(v)->bool:
-    "A hyper-parameter worth recording: a number (not a flag), or a tuple of numbers such as Adam's `betas`."
+    """A hyper-parameter worth recording: a number (not a flag), or a tuple of numbers such as
+    Adam's `betas`."""
     if isinstance(v, tuple): return bool(v) and all(_is_hp(o) for o in v)
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 class Recorder(Callback):
-    "Per-batch training losses, learning rates and hyper-parameters, per-epoch stats; `plot_loss`, `plot_lr`..."
+    """Per-batch training losses, learning rates and hyper-parameters, per-epoch stats;
+    `plot_loss`, `plot_lr`..."""
     order, run_valid, run_lr_find = 10, False, False
     def __init__(self):
-        self.losses, self.lrs, self.values, self.iters, self._pend, self.hps = [], [], [], [], [], {}
+        self.losses, self.lrs, self.values, self.iters, self.hps = [], [], [], [], {}
+        self._pend = []
 
     def before_fit(self):
-        if not self.learn.start_epoch: self.losses, self.lrs, self.values, self.iters, self.hps = [], [], [], [], {}
+        if not self.learn.start_epoch:
+            self.losses, self.lrs, self.values, self.iters, self.hps = [], [], [], [], {}
         pgs = getattr(self.opt, 'param_groups', None)
-        self._keys = [k for k, v in pgs[-1].items() if k not in ('params', 'lr_mult') and _is_hp(v)] if pgs else []
+        hps = pgs[-1].items() if pgs else ()
+        self._keys = [k for k, v in hps if k not in ('params', 'lr_mult') and _is_hp(v)]
         for k in self._keys: self.hps.setdefault(k, [])
         self._pend = []
 
     def after_batch(self):
         self._pend.append(self.learn.loss.detach())
         if not self._keys: return self.lrs.append(self.learn.lr)
-        pg = self.opt.param_groups[-1]  # the last group: the head, at the full rate (a resume replaces groups)
+        # the last group: the head, at the full rate (a resume replaces groups)
+        pg = self.opt.param_groups[-1]
         self.lrs.append(pg['lr'])
         for k in self._keys: self.hps[k].append(pg[k])
 
@@ -531,9 +571,11 @@ class Recorder(Callback):
         self.iters.append(len(self.losses))
 
     def state_dict(self):
-        return dict(losses=self.losses, lrs=self.lrs, values=self.values, iters=self.iters, hps=self.hps)
+        return dict(losses=self.losses, lrs=self.lrs, values=self.values, iters=self.iters,
+                    hps=self.hps)
     def load_state_dict(self, sd):
-        self.losses, self.lrs, self.values, self.iters = (list(sd[k]) for k in ('losses', 'lrs', 'values', 'iters'))
+        keys = 'losses', 'lrs', 'values', 'iters'
+        self.losses, self.lrs, self.values, self.iters = (list(sd[k]) for k in keys)
         self.hps = {k: list(v) for k, v in sd.get('hps', {}).items()}
 
 # %% ../nbs/06_learner.ipynb #49718c90
@@ -548,7 +590,8 @@ def plot_loss(self:Recorder, skip_start:int=0, # batches to leave out at the sta
     "Training loss per batch, validation loss per epoch."
     ax = _ax(ax)
     ax.plot(range(skip_start, len(self.losses)), self.losses[skip_start:], label='train')
-    vs = [(i, v['valid_loss']) for i, v in zip(self.iters, self.values) if 'valid_loss' in v and i > skip_start]
+    vs = [(i, v['valid_loss']) for i, v in zip(self.iters, self.values) if 'valid_loss' in v and i
+          > skip_start]
     if with_valid and vs: ax.plot(*zip(*vs), 'o-', label='valid')
     ax.set(xlabel='batch', ylabel='loss')
     ax.legend()
@@ -561,7 +604,8 @@ def plot_metrics(self:Recorder, ax=None):
     first = self.values[0] if self.values else {}
     keys = [k for k in first if k not in ('epoch', 'time') and not k.endswith('_loss')]
     for k in keys:
-        ax.plot([v['epoch'] for v in self.values], [v.get(k, math.nan) for v in self.values], 'o-', label=k)
+        ax.plot([v['epoch'] for v in self.values], [v.get(k, math.nan) for v in self.values], 'o-',
+                label=k)
     ax.set_xlabel('epoch')
     if keys: ax.legend()
     return ax
@@ -581,9 +625,10 @@ def _fmt(k, v):
     return f'{v:.4f}' if isinstance(v, float) else str(v)
 
 class ProgressCB(Callback):
-    "fastprogress bars and a live loss plot where someone watches; one plain line per epoch elsewhere."
+    """fastprogress bars and a live loss plot where someone watches; one plain line per epoch
+    elsewhere."""
     order, run_lr_find, main_only = 20, False, True
-    def __init__(self, bars:bool|None=None, # `None`: bars in a notebook or terminal (`interactive()`)
+    def __init__(self, bars:bool|None=None, # `None`: bars where someone watches (`interactive()`)
                  plot:bool=True, # the live loss plot (notebooks only)
                 ): self.bars, self.plot, self._bars, self.pb = bars, plot, False, None
 
@@ -601,7 +646,8 @@ class ProgressCB(Callback):
         self.pb = None
         if not (self._bars and self.n_iter): return
         from fastprogress.fastprogress import progress_bar
-        self.pb, self._last = progress_bar(range(self.n_iter), parent=self.mbar, leave=False), time.perf_counter()
+        self.pb = progress_bar(range(self.n_iter), parent=self.mbar, leave=False)
+        self._last = time.perf_counter()
         self.pb.update(0)
     before_train = before_validate = _start
 
@@ -633,7 +679,8 @@ def after_epoch(self:ProgressCB):
     rec = next((c for c in self.learn.cbs if isinstance(c, Recorder)), None)
     if self._bars and self.plot and rec is not None and rec.losses:
         vs = [(i, v['valid_loss']) for i, v in zip(rec.iters, rec.values) if 'valid_loss' in v]
-        self.mbar.update_graph([(range(len(rec.losses)), rec.losses)] + ([tuple(zip(*vs))] if vs else []))
+        self.mbar.update_graph([(range(len(rec.losses)), rec.losses)]
+                               + ([tuple(zip(*vs))] if vs else []))
 
 @patch
 def cleanup_fit(self:ProgressCB):
@@ -649,7 +696,8 @@ def default_cbs()->list:
 @contextmanager
 @uninterrupted
 def isolated(self:Learner):
-    "Run a `with` block, then restore the learner's attributes, its modules' modes and the grad mode."
+    """Run a `with` block, then restore the learner's attributes, its modules' modes and the grad
+    mode."""
     hold_interrupts()
     saved = {k: list(v) if isinstance(v, list) else v for k, v in self.__dict__.items()}
     mods = list(self.model.modules()) if isinstance(self.model, nn.Module) else []
@@ -686,7 +734,8 @@ class _FirstXb(Callback):
 
 @patch
 def first_xb(self:Learner, dl=None): # `None`: `dls.valid`, else `dls.train`
-    "The model's input for the first batch of `dl`, as the step's `split` gives it, on the learner's device."
+    """The model's input for the first batch of `dl`, as the step's `split` gives it, on the
+    learner's device."""
     dl = dl if dl is not None else self.dls.valid if self.dls.valid is not None else self.dls.train
     cap = _FirstXb()
     self.run_pass(dl, cap)
@@ -697,21 +746,23 @@ def first_xb(self:Learner, dl=None): # `None`: `dls.valid`, else `dls.train`
 @patch
 def _record(self:Learner, kind:str, with_opt:bool=True, **extra)->dict:
     d = dict(format=FORMAT, version=VERSION, kind=kind, model=bare_model(self.model).state_dict())
-    if with_opt and self.opt is not None: d.update(opt=self.opt.state_dict(), opt_type=type(self.opt).__name__)
+    if with_opt and self.opt is not None:
+        d.update(opt=self.opt.state_dict(), opt_type=type(self.opt).__name__)
     return d | extra
 
 @patch
 def save(self:Learner, path:Path|str, # where to write, atomically
          with_opt:bool=True, # include the optimizer's state
         )->Path:
-    "Save the model's weights (and the optimizer's state) to `path`; on several ranks, rank 0 writes."
+    """Save the model's weights (and the optimizer's state) to `path`; on several ranks, rank 0
+    writes."""
     if is_main(): atomic_save(self._record('weights', with_opt), path)
     barrier()  # every rank may read the file once save returns
     return Path(path)
 
 @patch
 @uninterrupted
-def load(self:Learner, path:Path|str, # a file from `save`, a `Checkpoint`, `export` or a bare state dict
+def load(self:Learner, path:Path|str, # from `save`, `Checkpoint` or `export`, or a bare state dict
          with_opt:bool=True, # also restore the optimizer's state, when the file has it
         )->Learner:
     "Load the weights (and the optimizer's state) from `path`, all or nothing, with `weights_only`."
@@ -732,7 +783,8 @@ def load(self:Learner, path:Path|str, # a file from `save`, a `Checkpoint`, `exp
 # %% ../nbs/06_learner.ipynb #6c0e9b13
 @patch
 def state_dict(self:Learner)->dict:
-    "The whole training state, a `train` record: model, optimizer, epoch, callbacks' states, the RNGs."
+    """The whole training state, a `train` record: model, optimizer, epoch, callbacks' states, the
+    RNGs."""
     cbs = cb_states(self.cbs)
     for k, sd in cbs.items(): check_plain(sd, f"callback {k}'s state_dict()")
     return self._record('train', epoch=self.epoch, n_epochs=self.n_epochs, cbs=cbs,
@@ -740,7 +792,7 @@ def state_dict(self:Learner)->dict:
 
 @patch
 @uninterrupted
-def load_state_dict(self:Learner, d:dict, # a `train` record (`state_dict`, or `read_checkpoint` of one)
+def load_state_dict(self:Learner, d:dict, # a `train` record, from `state_dict` or `read_checkpoint`
                     src='the checkpoint', # named in errors and warnings
                    ):
     "Restore the training state `d`, checked, all or nothing; the next fit starts after its epoch."
@@ -772,7 +824,8 @@ class Resume(Callback):
         if self.path is not True: return Path(self.path)
         offered = [p for c in self.learn.cbs if (p := c.resume_file()) is not None]
         if not offered:
-            raise ValueError('resume=True needs a Checkpoint callback to know where to look; pass a path instead')
+            raise ValueError('resume=True needs a Checkpoint callback to know where to look; pass '
+                             'a path instead')
         return offered[0] if offered[0].exists() else None
 
     def before_fit(self):

@@ -14,7 +14,8 @@ __all__ = ['CNN_WIDTH', 'MODELS', 'mlp', 'conv', 'cnn']
 def mlp(n_hidden:int=128, # the width of the hidden layer
        )->nn.Module:
     "784 -> `n_hidden` -> 10 with a ReLU, Kaiming-initialised; takes `N,1,28,28` or `N,784`."
-    return init_weights(nn.Sequential(nn.Flatten(), nn.Linear(784, n_hidden), nn.ReLU(), nn.Linear(n_hidden, 10)))
+    return init_weights(nn.Sequential(nn.Flatten(), nn.Linear(784, n_hidden), nn.ReLU(),
+                                      nn.Linear(n_hidden, 10)))
 
 def conv(ni:int, # input channels
          nf:int, # output channels
@@ -26,7 +27,7 @@ def conv(ni:int, # input channels
 
 CNN_WIDTH = 20  # the default CNN's first width: 20-40-80-160 channels
 
-def cnn(widths:tuple|int=CNN_WIDTH, # the channels after each stride-2 convolution; an int `w`: w, 2w, 4w, 8w
+def cnn(widths:tuple|int=CNN_WIDTH, # channels after each stride-2 conv; an int `w`: w, 2w, 4w, 8w
        )->nn.Module:
     "Stride-2 convolutions from `N,1,28,28` down to 10 scores at 1x1."
     if isinstance(widths, int): widths = tuple(widths * 2**i for i in range(4))

@@ -45,7 +45,8 @@ class SchedNo(Sched):
 class SchedExp(Sched):
     "Geometric steps from `start` to `end`: a straight line on a log scale. Both must be positive."
     def __init__(self, start:float, end:float):
-        if not (start > 0 and end > 0): raise ValueError(f'SchedExp needs positive start and end, got {start} and {end}')
+        if not (start > 0 and end > 0):
+            raise ValueError(f'SchedExp needs positive start and end, got {start} and {end}')
         super().__init__(start, end)
     def __call__(self, pos): return self.start * (self.end/self.start)**pos
 
@@ -56,7 +57,8 @@ class CombinedSched:
                  pcts:list, # fraction of training each piece covers; they sum to 1
                  scheds:list): # the pieces, each a function of its own `pos` in [0, 1]
         pcts,scheds = list(pcts),list(scheds)
-        if len(pcts) != len(scheds): raise ValueError(f'{len(pcts)} pcts for {len(scheds)} schedules')
+        if len(pcts) != len(scheds):
+            raise ValueError(f'{len(pcts)} pcts for {len(scheds)} schedules')
         if any(p < 0 for p in pcts) or abs(sum(pcts)-1) > 1e-6:
             raise ValueError(f'pcts must be non-negative and sum to 1, got {pcts}')
         keep = [i for i,p in enumerate(pcts) if p > 0]   # a piece of width 0 never runs
@@ -70,7 +72,9 @@ class CombinedSched:
         lo,hi = self.bounds[i],self.bounds[i+1]
         return self.scheds[i]((pos-lo)/(hi-lo))
 
-    def __repr__(self): return 'CombinedSched(' + ', '.join(f'{p:g}: {s!r}' for p,s in zip(self.pcts,self.scheds)) + ')'
+    def __repr__(self):
+        pieces = ', '.join(f'{p:g}: {s!r}' for p,s in zip(self.pcts,self.scheds))
+        return f'CombinedSched({pieces})'
 
 def combine_scheds(pcts:list, # fraction of training each piece covers; they sum to 1
                    scheds:list): # the pieces
@@ -101,38 +105,46 @@ def _hp_key(pg:dict, name:str):
     "The param-group key that hyper-parameter `name` lives in (`None`: leave this group alone)."
     if name != 'mom':
         if name not in pg:
-            raise ValueError(f"the optimizer has no hyper-parameter {name!r}; its groups have {sorted(k for k in pg if k != 'params')}")
+            raise ValueError(f"the optimizer has no hyper-parameter {name!r}; its groups have "
+                             f"{sorted(k for k in pg if k != 'params')}")
         return name
     if 'betas' in pg: return 'betas'
     if 'momentum' in pg: return 'momentum' if pg['momentum'] else None
-    raise ValueError(f"'mom' needs an optimizer with `momentum` or `betas`; its groups have {sorted(k for k in pg if k != 'params')}")
+    raise ValueError("'mom' needs an optimizer with `momentum` or `betas`; its groups have "
+                     f"{sorted(k for k in pg if k != 'params')}")
 
 class ParamScheduler(Callback):
-    "Before each training batch, set optimizer hyper-parameters from `scheds`, e.g. `{'lr': SchedCos(0.1, 0)}`."
+    """Before each training batch, set optimizer hyper-parameters from `scheds`, e.g. `{'lr':
+    SchedCos(0.1, 0)}`."""
     order,run_valid = 60,False
     run_lr_find = False   # the LR finder drives the learning rate itself
     def __init__(self,
                  scheds:dict, # hyper-parameter name -> schedule of `pos` in [0, 1]
-                 n_steps:int|None=None): # total training batches; `None`: `n_epochs * len(dls.train)`
+                 # total training batches; `None`: `n_epochs * len(dls.train)`
+                 n_steps:int|None=None):
         self.scheds,self.n_steps = dict(scheds),n_steps
         self.i,self.n,self._fitting,self._pending = 0,None,False,None
 
     def _total(self):
         if self.n_steps is not None: return self.n_steps
         try: return self.learn.n_epochs * len(self.learn.dls.train)
-        except TypeError: raise ValueError('the training loader has no len(): pass ParamScheduler(..., n_steps=...)') from None
+        except TypeError:
+            raise ValueError('the training loader has no len(): '
+                             'pass ParamScheduler(..., n_steps=...)') from None
 
     def before_fit(self):
         self.n = n = self._total()
         last = max(n-1, 1)
         tabs = {k: [f(i/last) for i in range(n)] for k,f in self.scheds.items()}
-        if self.learn.opt is None: raise ValueError('ParamScheduler needs an optimizer (this Learner has opt_func=None)')
+        if self.learn.opt is None:
+            raise ValueError('ParamScheduler needs an optimizer (this Learner has opt_func=None)')
         self.sets,self.beta_sets,mults = [],[],lr_mults(self.learn.opt)
         for g,pg in enumerate(self.learn.opt.param_groups):
             for k,tab in tabs.items():
                 key = _hp_key(pg, k)
                 if key == 'betas': self.beta_sets.append((g, tab))
-                elif key == 'lr': self.sets.append((g, key, [v * mults[g] for v in tab]))  # ratios kept
+                # ratios kept
+                elif key == 'lr': self.sets.append((g, key, [v * mults[g] for v in tab]))
                 elif key is not None: self.sets.append((g, key, tab))
         self._fitting = True
         sd,self._pending = self._pending,None
@@ -141,7 +153,8 @@ class ParamScheduler(Callback):
 
     def before_batch(self):
         i = self.i if self.i < self.n else self.n-1
-        pgs = self.learn.opt.param_groups   # looked up each time: loading an optimizer state replaces its groups
+        # looked up each time: loading an optimizer state replaces its groups
+        pgs = self.learn.opt.param_groups
         for g,k,tab in self.sets: pgs[g][k] = tab[i]
         for g,tab in self.beta_sets: pgs[g]['betas'] = (tab[i], pgs[g]['betas'][1])
         self.i += 1
@@ -150,28 +163,32 @@ class ParamScheduler(Callback):
 
     def state_dict(self): return {'i': self.i, 'n': self.n}
     def load_state_dict(self, sd:dict):
-        "Continue from position `sd['i']`. Outside a fit, the position is kept for the next fit to start from."
+        """Continue from position `sd['i']`. Outside a fit, the position is kept for the next fit
+        to start from."""
         if not self._fitting:
             self._pending = dict(sd)
             return
         if sd['n'] != self.n:
-            raise ValueError(f"this schedule was saved for {sd['n']} steps but this fit has {self.n}; resume with the same n_epochs and data")
+            raise ValueError(f"this schedule was saved for {sd['n']} steps but this fit has "
+                             f"{self.n}; resume with the same n_epochs and data")
         self.i = sd['i']
 
 # %% ../nbs/08_schedule.ipynb #782fd5c5
 @patch
 def fit_one_cycle(self:Learner,
                   n_epochs:int,
-                  lr_max:float|slice|None=None, # the peak learning rate (a slice: per group); `None`: `self.lr`
+                  lr_max:float|slice|None=None, # peak lr (a slice: per group); `None`: `self.lr`
                   div:float=25.,          # start at `lr_max/div`
                   div_final:float=1e5,    # end at `lr_max/div_final`
                   pct_start:float=0.25,   # fraction of the steps spent warming up
-                  moms:tuple|None=(0.95, 0.85, 0.95), # momentum at the start, the peak and the end; `None`: leave it
+                  moms:tuple|None=(0.95, 0.85, 0.95), # momentum at start, peak, end; `None`: as is
                   cbs=None,               # more callbacks for this fit
                   **kwargs):              # passed on to `fit`
-    "Fit `n_epochs` with the learning rate warming up to `lr_max` and annealing, and the momentum doing the opposite."
+    """Fit `n_epochs` with the learning rate warming up to `lr_max` and annealing, and the momentum
+    doing the opposite."""
     lr_max = self.lr if lr_max is None else lr_max
-    if isinstance(lr_max, slice):  # the groups' ratios from the slice; the schedule runs on the highest rate
+    # the groups' ratios from the slice; the schedule runs on the highest rate
+    if isinstance(lr_max, slice):
         if self.opt is None: self.create_opt()
         self.set_lr(lr_max)
         lr_max = max(lr_groups(lr_max, len(self.opt.param_groups)))
@@ -188,7 +205,8 @@ def freeze_to(self:Learner, n:int, # groups `[:n]` stop training; negative: coun
              ):
     "Freeze the first `n` parameter groups (no gradients), train the rest."
     if self.opt is None: self.create_opt()
-    bn = {id(p) for m in self.model.modules() if isinstance(m, _BN) for p in m.parameters()} if train_bn else set()
+    bns = [m for m in self.model.modules() if isinstance(m, _BN)] if train_bn else []
+    bn = {id(p) for m in bns for p in m.parameters()}
     pgs = self.opt.param_groups
     frozen = set(range(len(pgs))[:n])
     for i, pg in enumerate(pgs):
@@ -210,25 +228,30 @@ def fine_tune(self:Learner, epochs:int, # epochs with everything training
               freeze_epochs:int=1, # epochs with only the head training
               lr_mult:float=100, # the head's rate over the first group's, once unfrozen
               pct_start:float=0.3, div:float=5.0, **kwargs):
-    "fastai's `fine_tune`: `freeze_epochs` of the head alone, then `epochs` of all, the body at lower rates."
+    """fastai's `fine_tune`: `freeze_epochs` of the head alone, then `epochs` of all, the body at
+    lower rates."""
     self.freeze()
     self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, **kwargs)
     base_lr /= 2
     self.unfreeze()
-    self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div, **kwargs)
+    self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div,
+                       **kwargs)
 
 # %% ../nbs/08_schedule.ipynb #e0920f14
 class LRFinder(Callback):
-    "Raise the learning rate geometrically each training batch; record the smoothed loss; stop when it diverges."
+    """Raise the learning rate geometrically each training batch; record the smoothed loss; stop
+    when it diverges."""
     order = 50
     def __init__(self,
                  start_lr:float=1e-7, end_lr:float=10., # the range swept
                  num_it:int=100,        # batches in the sweep
-                 stop_div:float|None=4., # stop when the smoothed loss exceeds `stop_div` times its minimum
+                 stop_div:float|None=4., # stop when smoothed loss > `stop_div` times its minimum
                  beta:float=0.98):      # smoothing of the loss
         if num_it < 2: raise ValueError(f'num_it must be at least 2, got {num_it}')
-        if stop_div is not None and stop_div <= 1: raise ValueError(f'stop_div must be above 1, got {stop_div}')
-        self.sched,self.num_it,self.stop_div,self.beta = SchedExp(start_lr, end_lr),num_it,stop_div,beta
+        if stop_div is not None and stop_div <= 1:
+            raise ValueError(f'stop_div must be above 1, got {stop_div}')
+        self.sched,self.num_it = SchedExp(start_lr, end_lr),num_it
+        self.stop_div,self.beta = stop_div,beta
 
     def before_fit(self):
         if not hasattr(self.learn.opt, 'param_groups'):
@@ -243,13 +266,15 @@ class LRFinder(Callback):
         for pg in self.learn.opt.param_groups: pg['lr'] = lr * pg.get('lr_mult', 1.)
 
     def after_batch(self):
-        loss = mean_all(self.learn.loss.detach()).item()  # over every rank: one sweep, one decision to stop
+        # over every rank: one sweep, one decision to stop
+        loss = mean_all(self.learn.loss.detach()).item()
         self.lrs.append(self.tab[len(self.lrs)])
         self.raw.append(loss)
         self.avg = self.beta*self.avg + (1-self.beta)*loss
         smooth = self.avg / (1 - self.beta**len(self.lrs))
         self.losses.append(smooth)
-        if not math.isfinite(smooth) or (self.stop_div and smooth > self.stop_div*self.best): raise CancelFitException()
+        if not math.isfinite(smooth) or (self.stop_div and smooth > self.stop_div*self.best):
+            raise CancelFitException()
         self.best = min(self.best, smooth)
         if len(self.lrs) >= self.num_it: raise CancelFitException()
 
@@ -275,10 +300,13 @@ class LRFinder(Callback):
 SuggestedLRs = namedtuple('SuggestedLRs', ['steep', 'min_div10'])
 
 def suggest_lrs(lrs:list, losses:list, # the sweep: learning rates and smoothed losses
-                skip_start:int=5)->SuggestedLRs: # leading points ignored by the slope (the average is still settling)
-    "Suggest learning rates from an LR-finder curve: the steepest descent before the minimum, and the minimum / 10."
+                # leading points ignored by the slope (the average is still settling)
+                skip_start:int=5)->SuggestedLRs:
+    """Suggest learning rates from an LR-finder curve: the steepest descent before the minimum, and
+    the minimum / 10."""
     lrs,losses = np.asarray(lrs, dtype=float),np.asarray(losses, dtype=float)
-    if len(lrs) < 3: raise ValueError(f'the sweep is too short to suggest anything ({len(lrs)} points)')
+    if len(lrs) < 3:
+        raise ValueError(f'the sweep is too short to suggest anything ({len(lrs)} points)')
     lo = skip_start if len(lrs) >= skip_start + 3 else 0
     i_min = lo + int(np.argmin(np.where(np.isfinite(losses[lo:]), losses[lo:], np.inf)))
     seg = slice(lo, max(i_min+1, lo+2))
@@ -289,16 +317,18 @@ def suggest_lrs(lrs:list, losses:list, # the sweep: learning rates and smoothed 
 @patch
 def lr_find(self:Learner,
             start_lr:float=1e-7, end_lr:float=10., # the range swept
-            num_it:int=100,          # batches in the sweep (the training set is cycled if it is shorter)
-            stop_div:float|None=4.,  # stop when the smoothed loss exceeds this multiple of its minimum
+            num_it:int=100,          # batches in the sweep (the training set is cycled if shorter)
+            stop_div:float|None=4.,  # stop when smoothed loss > `stop_div` times its minimum
             show_plot:bool=True,     # plot the loss against the learning rate
            )->SuggestedLRs:
-    "Sweep the learning rate from `start_lr` to `end_lr`, then restore the learner exactly; suggest rates."
+    """Sweep the learning rate from `start_lr` to `end_lr`, then restore the learner exactly;
+    suggest rates."""
     if self.opt is None and self.opt_func is None:
-        raise ValueError('lr_find sets the learning rate of an optimizer: this Learner has none (opt_func=None)')
+        raise ValueError('lr_find sets the learning rate of an optimizer: this Learner has none '
+                         '(opt_func=None)')
     if self.opt is not None and not callable(getattr(self.opt, 'state_dict', None)):
-        raise TypeError(f'lr_find restores the optimizer afterwards, so it needs its state_dict() and '
-                        f'load_state_dict(), which {type(self.opt).__name__} lacks')
+        raise TypeError('lr_find restores the optimizer afterwards, so it needs its state_dict() '
+                        f'and load_state_dict(), which {type(self.opt).__name__} lacks')
     finder = LRFinder(start_lr, end_lr, num_it, stop_div)
     kept = [cb for cb in self.cbs if cb.run_lr_find]
     n_len = len(self.dls.train) if hasattr(self.dls.train, '__len__') else None

@@ -25,7 +25,8 @@ def _set_np_state(s):
     np.random.set_state((name, key.numpy().astype(np.uint32), pos, has_gauss, gauss))
 
 def _loader_generators(dls)->dict:
-    "The `torch.Generator`s that `dls`' loaders or their samplers shuffle with, if they have their own."
+    """The `torch.Generator`s that `dls`' loaders or their samplers shuffle with, if they have
+    their own."""
     gens = {}
     for name in ('train', 'valid'):
         dl = getattr(dls, name, None)
@@ -43,7 +44,8 @@ def rng_states(dls=None, # also capture the generators of these loaders, if they
     "The states of torch's (CPU and CUDA), Python's and numpy's random number generators."
     s = dict(torch=torch.get_rng_state(), python=random.getstate(), numpy=_np_state())
     if torch.cuda.is_available(): s['cuda'] = torch.cuda.get_rng_state_all()
-    if dls is not None: s['loaders'] = {k: g.get_state() for k, g in _loader_generators(dls).items()}
+    if dls is not None:
+        s['loaders'] = {k: g.get_state() for k, g in _loader_generators(dls).items()}
     return s
 
 def set_rng_states(s:dict, # from `rng_states`
@@ -54,7 +56,8 @@ def set_rng_states(s:dict, # from `rng_states`
     random.setstate(s['python'])
     _set_np_state(s['numpy'])
     if 'cuda' in s and torch.cuda.is_available():
-        for i, st in enumerate(s['cuda'][:torch.cuda.device_count()]): torch.cuda.set_rng_state(st, i)
+        for i, st in enumerate(s['cuda'][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(st, i)
     if dls is not None:
         for k, g in _loader_generators(dls).items():
             if k in s.get('loaders', {}): g.set_state(s['loaders'][k])
@@ -133,8 +136,7 @@ def check_opt_state(opt:torch.optim.Optimizer, # where the state would go
         for k, v in st.items():
             if isinstance(v, torch.Tensor) and v.ndim and v.shape != p.shape:
                 raise CheckpointError(f"{src}: its optimizer's {k} for parameter {i} is "
-                                      f'{tuple(v.shape)}, '
-                                      f'the parameter {tuple(p.shape)}')
+                                      f'{tuple(v.shape)}, the parameter {tuple(p.shape)}')
 
 def load_opt_state(opt:torch.optim.Optimizer, # where the state goes
                    sd:dict, # `opt.state_dict()` of the saved optimizer
@@ -146,7 +148,8 @@ def load_opt_state(opt:torch.optim.Optimizer, # where the state goes
     groups = opt.param_groups
     try: opt.load_state_dict(sd)
     except (ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f'{src}: its optimizer state does not fit this optimizer ({e})') from None
+        msg = f'{src}: its optimizer state does not fit this optimizer ({e})'
+        raise CheckpointError(msg) from None
     for g, new in zip(groups, opt.param_groups):
         g.clear()
         g.update(new)
@@ -171,13 +174,16 @@ def load_cb_states(cbs, # the callbacks to restore
                    states:dict, # from `cb_states`
                    src='the checkpoint', # named in the warnings
                   ):
-    "Give each callback its saved state; warn about state nobody takes and stateful callbacks that get none."
+    """Give each callback its saved state; warn about state nobody takes and stateful callbacks
+    that get none."""
     names = cb_names(cbs)
     for n, cb in zip(names, cbs):
         if n in states: cb.load_state_dict(states[n])
-        elif cb.state_dict(): warnings.warn(f'{src} holds no state for callback {n}; it starts afresh')
+        elif cb.state_dict():
+            warnings.warn(f'{src} holds no state for callback {n}; it starts afresh')
     if (lost := sorted(set(states) - set(names))):
-        warnings.warn(f'{src} holds state for callbacks this learner lacks, ignored: {", ".join(lost)}')
+        warnings.warn(f'{src} holds state for callbacks this learner lacks, ignored: '
+                      f'{", ".join(lost)}')
 
 # %% ../nbs/04c_state.ipynb #370342c8
 def check_train_record(d:dict, # a `train` record, as `read_checkpoint` returned it

@@ -23,22 +23,27 @@ class NonFiniteError(FloatingPointError):
 def _grads(params:list)->list: return [p.grad for p in params if p.grad is not None]
 
 class NaNGuard(Callback):
-    "Stop the fit at the first non-finite loss or gradient, before the optimizer step; the weights stay as they were."
+    """Stop the fit at the first non-finite loss or gradient, before the optimizer step; the
+    weights stay as they were."""
     run_valid = False
     def __init__(self, grads:bool=True): # check the gradients too, not only the loss
         self.grads = grads
 
     def before_fit(self):
-        # a callback with an enabled GradScaler (`MixedPrecision` in float16) handles overflowing gradients itself
-        scaled = any(getattr(c, 'scaler', None) is not None and c.scaler.is_enabled() for c in self.learn.cbs)
+        # a callback with an enabled GradScaler (`MixedPrecision` in float16) handles overflowing
+        # gradients itself
+        scaled = any(getattr(c, 'scaler', None) is not None and c.scaler.is_enabled()
+                     for c in self.learn.cbs)
         check = self.grads and not scaled and hasattr(self.model, 'named_parameters')
-        self._named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad] if check else []
+        named = self.model.named_parameters() if check else []
+        self._named = [(n, p) for n, p in named if p.requires_grad]
         self._params = [p for _, p in self._named]
 
     def after_backward(self):
         loss = self.learn.loss.detach()
         gs = _grads(self._params)
-        norms = torch._foreach_norm(gs) if gs else []  # noqa: SLF001 (torch offers no public name for it)
+        # torch offers no public name for it
+        norms = torch._foreach_norm(gs) if gs else []  # noqa: SLF001
         x = torch.stack([n.float() for n in norms] + [loss.float()]).sum() if gs else loss
         if not torch.isfinite(x): self._stop(loss)  # the one synchronisation per batch
 
@@ -46,24 +51,27 @@ class NaNGuard(Callback):
         learn = self.learn
         if not torch.isfinite(loss): what = f'the loss is {loss.item()}'
         else:
-            bad = next((n for n, p in self._named if p.grad is not None and not p.grad.isfinite().all()), None)
+            bad = next((n for n, p in self._named
+                        if p.grad is not None and not p.grad.isfinite().all()), None)
             what = f'the gradient of {bad} is not finite' if bad else 'the gradient norm overflowed'
         if learn.opt is not None: learn.opt.zero_grad()
         elif hasattr(learn.model, 'zero_grad'): learn.model.zero_grad()
         of = f' of {learn.n_iter}' if learn.n_iter else ''
-        raise NonFiniteError(f'{what} at epoch {learn.epoch}, batch {learn.iter}{of} (counting from 0): the fit '
-                             'stopped before the step, so the weights are those from before this batch',
-                             learn.epoch, learn.iter)
+        raise NonFiniteError(f'{what} at epoch {learn.epoch}, batch {learn.iter}{of} (counting '
+                             'from 0): the fit stopped before the step, so the weights are those '
+                             'from before this batch', learn.epoch, learn.iter)
 
 # %% ../nbs/11b_training.ipynb #d0c4621a
 def _opt_params(opt)->list: return [p for g in opt.param_groups for p in g['params']]
 
 class _OptHooks(Callback):
-    "Base for callbacks that act around each optimizer step through the optimizer's step hooks, only during a fit."
+    """Base for callbacks that act around each optimizer step through the optimizer's step hooks,
+    only during a fit."""
     run_valid = False
     def before_fit(self):
         if self.opt is None:
-            raise ValueError(f'{type(self).__name__} acts at optimizer steps: it needs learn.opt (opt_func is None)')
+            raise ValueError(f'{type(self).__name__} acts at optimizer steps: it needs learn.opt '
+                             '(opt_func is None)')
         self._hooks = self.hooks(self.opt)
     def cleanup_fit(self):
         for h in getattr(self, '_hooks', ()): h.remove()
@@ -74,7 +82,7 @@ class GradClip(_OptHooks):
     "Clip the gradients' total norm to `max_norm` right before each optimizer step."
     order = 10 # its hook must come after MixedPrecision's unscaling
     def __init__(self, max_norm:float=1.0, # the largest total norm allowed
-                 norm_type:float=2.0, # which norm: 2 is the Euclidean one, `inf` the largest absolute value
+                 norm_type:float=2.0, # 2: the Euclidean norm; `inf`: the largest absolute value
                 ):
         if not max_norm > 0: raise ValueError(f'max_norm must be positive, got {max_norm!r}')
         self.max_norm, self.norm_type, self.norm = max_norm, norm_type, None
@@ -86,7 +94,8 @@ class GradClip(_OptHooks):
 
 # %% ../nbs/11b_training.ipynb #1dc57684
 class GradAccum(Callback):
-    "Step the optimizer once every `n` batches, on the mean gradient over all their items (mean-reduced losses)."
+    """Step the optimizer once every `n` batches, on the mean gradient over all their items
+    (mean-reduced losses)."""
     run_valid = False
     replaces = ('step', 'zero_grad')
     def __init__(self, n:int=2): # batches per optimizer step
@@ -95,7 +104,8 @@ class GradAccum(Callback):
         self.n = n
 
     def before_fit(self):
-        if self.opt is None: raise ValueError('GradAccum steps learn.opt: it needs an optimizer (opt_func is None)')
+        if self.opt is None:
+            raise ValueError('GradAccum steps learn.opt: it needs an optimizer (opt_func is None)')
         self._reset()
     def _reset(self): self.count, self.items, self.bs, self._pending = 0, 0, None, False
 
@@ -120,7 +130,8 @@ class GradAccum(Callback):
         self.count = self.items = 0
 
     def zero_grad(self):
-        if self._pending: self._reset()  # cancelled after its loss: its gradients may be in the group's sum
+        # cancelled after its loss: its gradients may be in the group's sum
+        if self._pending: self._reset()
         if not self.count: self.opt.zero_grad()
 
     def after_train(self):
@@ -131,37 +142,43 @@ class GradAccum(Callback):
 
 # %% ../nbs/11b_training.ipynb #67386516
 class _Probe:
-    "Stands in for the optimizer in `GradScaler.step`, which calls `step()` only when the gradients are all finite."
+    """Stands in for the optimizer in `GradScaler.step`, which calls `step()` only when the
+    gradients are all finite."""
     def __init__(self, opt): self.param_groups, self.ok = opt.param_groups, False
     def step(self, *args, **kwargs): self.ok = True
 
 class MixedPrecision(_OptHooks):
-    "Forward pass and loss under `autocast`; with float16, a `GradScaler` that skips and counts overflowing steps."
+    """Forward pass and loss under `autocast`; with float16, a `GradScaler` that skips and counts
+    overflowing steps."""
     order, run_valid, run_preds = -5, True, True
     replaces = ('backward',)
     def __init__(self, dtype:torch.dtype|None=None, # `None`: bfloat16 on the CPU, float16 on CUDA
-                 device=None, # the device the model is trained on; `None`: `default_device()`, as `DeviceCB`
-                 **scaler_kwargs, # passed to `torch.amp.GradScaler` (float16 only), e.g. `init_scale`
+                 device=None, # where the model trains; `None`: `default_device()`, as `DeviceCB`
+                 **scaler_kwargs, # for `torch.amp.GradScaler` (float16 only), e.g. `init_scale`
                 ):
         self.device_type = torch.device(device if device is not None else default_device()).type
-        self.dtype = dtype if dtype is not None else torch.bfloat16 if self.device_type == 'cpu' else torch.float16
+        if dtype is None: dtype = torch.bfloat16 if self.device_type == 'cpu' else torch.float16
+        self.dtype = dtype
         if self.dtype not in (torch.float16, torch.bfloat16):
-            raise ValueError(f'MixedPrecision needs torch.float16 or torch.bfloat16, got {self.dtype}')
+            raise ValueError('MixedPrecision needs torch.float16 or torch.bfloat16, got '
+                             f'{self.dtype}')
         self.autocast = torch.autocast(self.device_type, dtype=self.dtype)
-        self.scaler = torch.amp.GradScaler(self.device_type, enabled=self.dtype == torch.float16, **scaler_kwargs)
+        self.scaler = torch.amp.GradScaler(self.device_type, enabled=self.dtype == torch.float16,
+                                           **scaler_kwargs)
         self.skipped = self.steps = self._skipped = 0
         self._on = False
 
     def before_fit(self):
         dev = self.learn.device
         if dev.type != self.device_type:
-            raise ValueError(f'MixedPrecision is set up for {self.device_type} but the model is on {dev}: '
-                             f'use MixedPrecision(device={dev.type!r})')
+            raise ValueError(f'MixedPrecision is set up for {self.device_type} but the model is on '
+                             f'{dev}: use MixedPrecision(device={dev.type!r})')
         self._hooks = []
         if self.scaler.is_enabled(): super().before_fit()
     def hooks(self, opt):
         self._probe = _Probe(opt)
-        return [opt.register_step_pre_hook(self._unscale), opt.register_step_post_hook(self._update)]
+        return [opt.register_step_pre_hook(self._unscale),
+                opt.register_step_post_hook(self._update)]
 
     def before_batch(self):
         self.autocast.__enter__()
@@ -173,13 +190,16 @@ class MixedPrecision(_OptHooks):
     def cleanup_batch(self):
         if self._on: self._leave()  # an error or a cancel before after_loss
 
-    def backward(self): self.scaler.scale(self.learn.loss).backward()  # `scale` is the identity for bfloat16
+    # `scale` is the identity for bfloat16
+    def backward(self): self.scaler.scale(self.learn.loss).backward()
 
     def _unscale(self, opt, args, kwargs):
         self._probe.ok = False
-        self.scaler.step(self._probe)  # unscale, look for inf/nan, call the probe only if there is none
+        # unscale, look for inf/nan, call the probe only if there is none
+        self.scaler.step(self._probe)
         if not self._probe.ok:
-            for p in _opt_params(opt): p.grad = None  # the optimizer skips parameters without gradients
+            # the optimizer skips parameters without gradients
+            for p in _opt_params(opt): p.grad = None
             self.skipped += 1
             self._skipped += 1
     def _update(self, opt, args, kwargs):
@@ -190,7 +210,8 @@ class MixedPrecision(_OptHooks):
     def after_epoch(self):
         if self.scaler.is_enabled(): self.learn.epoch_stats['skipped'] = self._skipped
 
-    def state_dict(self): return {'scaler': self.scaler.state_dict(), 'skipped': self.skipped, 'steps': self.steps}
+    def state_dict(self):
+        return {'scaler': self.scaler.state_dict(), 'skipped': self.skipped, 'steps': self.steps}
     def load_state_dict(self, sd):
         if sd.get('scaler'): self.scaler.load_state_dict(sd['scaler'])
         self.skipped, self.steps = sd.get('skipped', 0), sd.get('steps', 0)
@@ -200,15 +221,19 @@ class MixedPrecision(_OptHooks):
 
 # %% ../nbs/11b_training.ipynb #d80be6c0
 class CompileCB(Callback):
-    "Run the model through `torch.compile`, dropping odd-sized training batches and padding evaluation ones."
+    """Run the model through `torch.compile`, dropping odd-sized training batches and padding
+    evaluation ones."""
     order, run_preds = -90, True
     replaces = ('predict',)
-    def __init__(self, **kwargs): # passed to `torch.compile`: `backend`, `mode`, ...; `dynamic=False` unless given
-        self.kwargs, self.fn, self._model, self.dropped, self._n = {'dynamic': False, **kwargs}, None, None, 0, 0
+    # passed to `torch.compile`: `backend`, `mode`, ...; `dynamic=False` unless given
+    def __init__(self, **kwargs):
+        self.kwargs, self.fn, self._model = {'dynamic': False, **kwargs}, None, None
+        self.dropped, self._n = 0, 0
 
     def _compiled(self):
         m = self.learn.model
-        if self._model is not m: self.fn, self._model, self._eval_bs = torch.compile(m, **self.kwargs), m, 0
+        if self._model is not m:
+            self.fn, self._model, self._eval_bs = torch.compile(m, **self.kwargs), m, 0
     def before_train(self):
         self._compiled()
         self._train_bs = None
@@ -216,7 +241,8 @@ class CompileCB(Callback):
 
     def before_batch(self):
         xb = self.learn.xb
-        if not isinstance(xb, Tensor): raise TypeError(f'CompileCB pads tensors; xb is a {type(xb).__name__}')
+        if not isinstance(xb, Tensor):
+            raise TypeError(f'CompileCB pads tensors; xb is a {type(xb).__name__}')
         n = len(xb)
         if self.learn.training:
             if self._train_bs is None: self._train_bs = n
