@@ -8,6 +8,7 @@ import argparse, contextlib, ctypes, io, math, os, sys, tempfile, time
 from functools import partial
 from pathlib import Path
 import torch
+import torch.nn.functional as F
 from fastcore.basics import compose
 import fastfound
 from .augment import BatchTransform, random_crop, random_flip
@@ -20,7 +21,8 @@ from .events import Callback
 from .files import atomic_write
 from .learner import DeviceCB, Learner, accuracy
 from .models import CNN_WIDTH, MODELS
-from .ranks import all_reduce_sum, is_main
+from .interpret import ClassificationInterpretation
+from .ranks import gather_all, is_main
 from .schedule import *
 from .state import set_seed
 from .training import MixedPrecision
@@ -209,6 +211,28 @@ def _learner(a:argparse.Namespace, r:dict, dls:DataLoaders)->Learner:
     if r['dtype'] != torch.float32: cbs.append(MixedPrecision(r['dtype'], a.device))
     return Learner(model, dls, opt_func=torch.optim.AdamW, lr=r['lr'], metrics=accuracy, cbs=cbs)
 
+# %% ../nbs/12_cli.ipynb #3a9f33f7
+def _score(learn:Learner, dl, r:dict)->ClassificationInterpretation:
+    "The predictions over `dl` of every rank (flip TTA if the recipe says so), with `.acc`."
+    if r['tta']:
+        p, y = learn.tta(dl)
+        losses = F.nll_loss(p.clamp_min(1e-12).log(), y, reduction='none')
+    else:
+        p, y = learn.get_preds(dl)[:2]
+        losses = F.cross_entropy(p.float(), y, reduction='none')
+    p, y, losses = gather_all(p), gather_all(y), gather_all(losses)
+    out = ClassificationInterpretation(None, p, y, losses, vocab=FMNIST_CLASSES)
+    out.acc = (out.decoded == out.targs).float().mean().item()
+    return out
+
+def _pictures(learn:Learner, test:ClassificationInterpretation, out:Path, what:str):
+    "Write `loss.png` and the test set's `confusion.png` into `out`."
+    ax = learn.recorder.plot_loss()
+    ax.set_title(f'fastfound fit: {what}, test accuracy {test.acc:.2%}')
+    cm = test.plot_confusion_matrix(title=f'Test set ({len(test.targs):,} images)')
+    for name, fig in (('loss.png', ax.figure), ('confusion.png', cm.figure)):
+        atomic_write(out/name, lambda f: fig.savefig(f, format='png', dpi=100, bbox_inches='tight'))
+
 # %% ../nbs/12_cli.ipynb #1ecb5e7d
 def fit(a:argparse.Namespace)->Learner:
     "Run `fastfound fit` with parsed (and checked) arguments."
@@ -224,18 +248,17 @@ def fit(a:argparse.Namespace)->Learner:
           f'device: {a.device}; loaded in {time.perf_counter() - t0:.1f}s', flush=True)
     print(describe(r), flush=True)
     if is_main():  # a fresh run: nothing of an earlier one stays beside its results
-        for f in ('history.csv', 'loss.png', 'model.pth'): (a.out/f).unlink(missing_ok=True)
+        for f in ('history.csv', 'loss.png', 'confusion.png', 'model.pth'):
+            (a.out/f).unlink(missing_ok=True)
     learn = _learner(a, r, dls)
     t1 = time.perf_counter()
     learn.fit_one_cycle(r['epochs'], r['lr'])
     t_train = time.perf_counter() - t1
-    def score(dl):  # on several ranks each scores its own shard: sum the hits and counts
-        p, y = learn.tta(dl) if r['tta'] else learn.get_preds(dl)
-        hits = all_reduce_sum(torch.tensor([float((p.argmax(1) == y).sum()), float(len(y))]))
-        return (hits[0] / hits[1]).item()
     tta = ' (with flip TTA)' if r['tta'] else ''
-    if dls.valid is not None: print(f'validation accuracy: {score(dls.valid):.4f}{tta}', flush=True)
-    acc = score(test_dl)
+    if dls.valid is not None:
+        print(f'validation accuracy: {_score(learn, dls.valid, r).acc:.4f}{tta}', flush=True)
+    test = _score(learn, test_dl, r)
+    acc = test.acc
     sd = learn.model.state_dict().values()
     if not all(v.isfinite().all() for v in sd if v.is_floating_point()):
         raise RunError('the weights are not finite after the training: nothing saved; '
@@ -243,11 +266,9 @@ def fit(a:argparse.Namespace)->Learner:
     print(f'test accuracy: {acc:.4f}{tta}', flush=True)
     meta = dict(model=r['model'], width=r['width'], classes=FMNIST_CLASSES, norm=FMNIST_STATS)
     learn.export(a.out/'model.pth', meta=meta)
-    ax = learn.recorder.plot_loss()
-    ax.set_title(f'fastfound fit: {r["model"]}, {r["epochs"]} epochs, test accuracy {acc:.2%}')
-    png = lambda f: ax.figure.savefig(f, format='png', dpi=100, bbox_inches='tight')
-    if is_main(): atomic_write(a.out/'loss.png', png)
-    print(f'saved {a.out/"model.pth"}, {a.out/"loss.png"}, {a.out/"history.csv"}')
+    if is_main(): _pictures(learn, test, a.out, f'{r["model"]}, {r["epochs"]} epochs')
+    print(f'saved {a.out/"model.pth"}, {a.out/"loss.png"}, {a.out/"confusion.png"}, '
+          f'{a.out/"history.csv"}')
     print(f'training: {t_train:.1f}s; whole run: {time.perf_counter() - t0:.1f}s')
     return learn
 

@@ -31,7 +31,7 @@ def test_fit_one_epoch_on_the_sample(tmp_path):
     acc = float(next(l for l in lines if l.startswith('test accuracy:')).split()[2])
     assert 0.5 < acc <= 1                                      # one epoch on 5,000 images: well above chance (0.1)
     assert lines[-1].startswith('training: ') and 'whole run: ' in lines[-1]
-    assert sorted(p.name for p in out.iterdir()) == ['history.csv', 'loss.png', 'model.pth']
+    assert sorted(p.name for p in out.iterdir()) == ['confusion.png', 'history.csv', 'loss.png', 'model.pth']
     assert (out/'loss.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert (out/'model.pth').stat().st_mode & 0o777 == (out/'history.csv').stat().st_mode & 0o777
     learn = load_learner(out/'model.pth', cnn)                # the default width loads into the default CNN

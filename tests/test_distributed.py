@@ -174,4 +174,4 @@ def test_cli_nproc_2_launches_torchrun(tmp_path):
                        env=os.environ | {'PYTHONPATH': str(ROOT)})
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count('train_loss') == 1 and r.stdout.count('test accuracy') == 1, r.stdout
-    assert sorted(p.name for p in (tmp_path/'run').iterdir()) == ['history.csv', 'loss.png', 'model.pth']
+    assert sorted(p.name for p in (tmp_path/'run').iterdir()) == ['confusion.png', 'history.csv', 'loss.png', 'model.pth']
