@@ -181,7 +181,7 @@ def plot_confusion_matrix(self:ClassificationInterpretation,
     cm = self.confusion_matrix().double()
     if normalize: cm = cm / cm.sum(1, keepdim=True).clamp_min(1)
     n = self.n_classes
-    if ax is None: ax = plt.subplots(figsize=figsize or (max(4, 0.6 * n + 2),) * 2)[1]
+    if ax is None: ax = plt.subplots(figsize=figsize or (max(4, 0.45 * n + 2),) * 2)[1]
     ax.imshow(cm.numpy(), interpolation='nearest', cmap=cmap)
     names = [label_name(i, self.vocab) for i in range(n)]
     ax.set_xticks(range(n), names, rotation=90)
