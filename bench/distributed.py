@@ -14,22 +14,22 @@ way over the rounds, and the scaling efficiency 2p1t / (2 x 1p1t). OpenMP thread
 (`OMP_WAIT_POLICY=PASSIVE`, see the CLI chapter), unless the environment says otherwise: on a shared machine
 spinning threads take turns burning the cores.
 
-Measured on the machine that built these docs (2 cores shared with ~6 other jobs; `uptime` load average 13.9 at the
-start, 14.8 at the end, 19.9 in between), `python bench/distributed.py 3`, 2026-12-02:
+On the machine that built these docs, quiet (2 cores; load average 1.4-2.2 during the run, which is the run's own
+two threads), `python bench/distributed.py 3` with `OMP_WAIT_POLICY=PASSIVE`, 2026-12-02:
 
-| way | samples/s (median of 3) | rounds | vs 1p1t |
-|---|---|---|---|
-| 1p1t | 1,336 | 781, 1,336, 2,323 | 1.00x |
-| 1p2t | 2,761 | 2,461, 6,808, 2,761 | 2.07x |
-| 2p1t | 1,153 | 1,153, 731, 2,506 | 0.86x |
+| way | samples/s (median of 3) | vs 1p1t |
+|---|---|---|
+| 1p1t | 5,864 | 1.00x |
+| 1p2t | 7,396 | 1.26x |
+| 2p1t | 7,817 | 1.33x |
 
-Scaling efficiency 2p1t / (2 x 1p1t): 43%, far from the 90% a quiet 2-core machine should give. Not because of
-communication: a 2-process step took 222 ms, of which the all-reduce of the 63,550 gradients (gloo, one bucket)
-alone takes 1.8 ms and `DistributedCB`'s per-step flag 1.0 ms, about 1% together, so bucket size or batch size would
-not move it. The cause is the load: with ~7 runnable processes per core, each rank is preempted at random, and DDP
-keeps the ranks in lockstep, so every step lasts as long as the *slower* rank's, whereas one process with two
-threads loses only the time it is itself preempted. The rounds spread by 3x, which is what the load does to any of
-the three ways. To judge the 10% target, run it on an idle machine.
+Scaling efficiency 2p1t / (2 x 1p1t): 67%, short of the 90% target. The collectives are part of it: a 2-process
+step took 32.8 ms, of which the all-reduce of the 166,390 gradients alone takes 2.4 ms and `DistributedCB`'s
+per-step flag 0.7 ms, about 9%. The larger part is the machine: two threads in *one* process reach only 1.26x, so
+its two cores do not give twice the work (shared caches and memory bandwidth, or two hyper-threads of one core), and
+two processes cannot either. Two processes still beat one process with two threads (1.33x against 1.26x).
+Earlier, at load average 14-20 (six other jobs), the same run gave 1,336 / 2,761 / 1,153 samples/s (43%): under that
+load DDP's lockstep makes every step as slow as the slower, preempted rank.
 """
 import json, os, socket, statistics, subprocess, sys, time
 from pathlib import Path
