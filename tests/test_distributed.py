@@ -61,14 +61,19 @@ def train(tmp_path_factory):
     return out, run('train', out)
 
 
+def same_weights(r0, r1, key, one):
+    "The ranks' weights under `key` are identical, and those of one process `one` to float rounding."
+    for k, v in weights(one).items():
+        assert torch.equal(r0[key][k], r1[key][k]), k
+        torch.testing.assert_close(r0[key][k], v, atol=1e-5, rtol=1e-5)
+
+
 def test_two_ranks_half_batch_equal_one_rank(train):
     "1 rank with batch 32 and 2 ranks with 16 each: the same weights, and identical on both ranks."
     _, (r0, r1) = train
     one = build()
     one.fit(2)
-    for k, v in weights(one).items():
-        assert torch.equal(r0['weights'][k], r1['weights'][k]), k
-        torch.testing.assert_close(r0['weights'][k], v, atol=1e-5, rtol=1e-5)
+    same_weights(r0, r1, 'weights', one)
 
 
 def test_grad_accum_no_sync_as_one_process(train):
@@ -77,9 +82,7 @@ def test_grad_accum_no_sync_as_one_process(train):
     from fastfound.training import GradAccum
     one = build(n_train=480, cbs=[GradAccum(4)])
     one.fit(1)
-    for k, v in weights(one).items():
-        assert torch.equal(r0['accum'][k], r1['accum'][k]), k
-        torch.testing.assert_close(r0['accum'][k], v, atol=1e-5, rtol=1e-5)
+    same_weights(r0, r1, 'accum', one)
 
 
 def test_epoch_stats_same_on_every_rank_and_as_one_process(train):
