@@ -7,14 +7,14 @@ from __future__ import annotations
 import math
 import torch
 import torch.nn.functional as F
-from fastcore.basics import patch
+from fastcore.basics import compose, partial, patch
 from torch import Tensor
 from .events import Callback
 from .learner import Learner
 import fastfound.inference  # noqa: F401 (`Learner.get_preds`, which `tta` runs)
 
 # %% auto #0
-__all__ = ['BatchTransform', 'flip_lr', 'random_flip', 'random_crop', 'random_erase']
+__all__ = ['BatchTransform', 'flip_lr', 'random_flip', 'random_crop', 'translate', 'random_erase', 'flip_shift_views']
 
 # %% ../nbs/11e_augment.ipynb #41e37353
 class BatchTransform(Callback):
@@ -67,6 +67,21 @@ def random_crop(x:Tensor, # a batch of images `N,C,H,W`
     cols = (dx + torch.arange(w, device=x.device)).view(n, 1, 1, w).expand(n, c, h, w)
     return xp.gather(2, rows).gather(3, cols)
 
+# %% ../nbs/11e_augment.ipynb #9aa34458
+def translate(x:Tensor, # a batch of images `N,C,H,W`
+              dy:int=0, # pixels down (negative: up)
+              dx:int=0, # pixels right (negative: left)
+              fill:float=0., # the value of the pixels that move in: the background
+             )->Tensor:
+    "Every image moved `dy` pixels down and `dx` right, with `fill` moved in."
+    _check4(x, 'translate')
+    h, w = x.shape[-2:]
+    if abs(dy) >= h or abs(dx) >= w:
+        raise ValueError(f'translate by ({dy}, {dx}) moves a {h}x{w} image out of the frame')
+    p = max(abs(dy), abs(dx))
+    xp = F.pad(x, (p, p, p, p), value=fill)
+    return xp[..., p - dy:p - dy + h, p - dx:p - dx + w]
+
 # %% ../nbs/11e_augment.ipynb #9444aacc
 def random_erase(x:Tensor, # a batch of images `N,C,H,W`, normalised
                  p:float=0.5, # the probability that an image gets a rectangle erased
@@ -111,3 +126,11 @@ def tta(self:Learner, dl=None, # batches `(x, y)` to predict; `None`: `dls.valid
     probs = preds.float().softmax(1)
     for f in tfms: probs += self.get_preds(_Mapped(dl, f))[0].float().softmax(1)
     return probs / (1 + len(tfms)), targs
+
+# %% ../nbs/11e_augment.ipynb #9aa4f7ea
+def flip_shift_views(fill:float=0., # the background, moved in by the shifts
+                    )->list:
+    "For `tta`: the mirror image, and the 4 one-pixel shifts of the image and of its mirror."
+    moves = [partial(translate, dy=dy, dx=dx, fill=fill) for dy, dx in
+             ((1, 0), (-1, 0), (0, 1), (0, -1))]
+    return [flip_lr, *moves, *(compose(flip_lr, m) for m in moves)]

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from fastcore.basics import compose
 import fastfound
-from .augment import BatchTransform, random_crop, random_flip
+from .augment import BatchTransform, flip_shift_views, random_crop, random_flip
 from .callbacks import CSVLogger
 from .checkpoint import *
 from .distributed import DistributedCB, launch, process_group
@@ -77,7 +77,8 @@ def parser()->argparse.ArgumentParser:
                    help='shift each training image by up to a pixel, mirror half of them '
                    '(default: on)')
     f.add_argument('--tta', action=Bool, default=True,
-                   help='score each test image and its mirror image, averaged (default: on)')
+                   help='score each test image as it is, mirrored, and shifted by a pixel each way '
+                   '(10 views), averaged (default: on)')
     f.add_argument('--precision', choices=('auto', 'float32', 'bfloat16'), default='auto',
                    help='auto: bfloat16 autocast on CUDA, float32 on the CPU (default: auto)')
     f.add_argument('--compile', action=Bool, default=False,
@@ -185,7 +186,7 @@ def describe(r:dict)->str:
     parts = [model, f'{n} epoch' + 's'*(n > 1), f'lr {r["lr"]:g}', f'bs {r["bs"]}',
              str(r['dtype']).removeprefix('torch.')]
     parts += [s for k, s in (('channels_last', 'channels-last'), ('augment', 'shift 1px + flip'),
-                             ('tta', 'flip TTA'), ('compile', 'torch.compile')) if r[k]]
+                             ('tta', 'flip + shift TTA'), ('compile', 'torch.compile')) if r[k]]
     return 'recipe: ' + ', '.join(parts) + '; AdamW, one cycle'
 
 # %% ../nbs/12_cli.ipynb #978ffb67
@@ -209,13 +210,14 @@ def _learner(a:argparse.Namespace, r:dict, dls:DataLoaders)->Learner:
     shift = partial(random_crop, pad=1, fill=BACKGROUND)
     if r['augment']: cbs.append(BatchTransform(compose(shift, random_flip)))
     if r['dtype'] != torch.float32: cbs.append(MixedPrecision(r['dtype'], a.device))
-    return Learner(model, dls, opt_func=torch.optim.AdamW, lr=r['lr'], metrics=accuracy, cbs=cbs)
+    opt = partial(torch.optim.AdamW, fused=True)  # one kernel for all the weights
+    return Learner(model, dls, opt_func=opt, lr=r['lr'], metrics=accuracy, cbs=cbs)
 
 # %% ../nbs/12_cli.ipynb #3a9f33f7
 def _score(learn:Learner, dl, r:dict)->ClassificationInterpretation:
-    "The predictions over `dl` of every rank (flip TTA if the recipe says so), with `.acc`."
+    "The predictions over `dl` of every rank (with TTA if the recipe says so), with `.acc`."
     if r['tta']:
-        p, y = learn.tta(dl)
+        p, y = learn.tta(dl, flip_shift_views(BACKGROUND))
         losses = F.nll_loss(p.clamp_min(1e-12).log(), y, reduction='none')
     else:
         p, y = learn.get_preds(dl)[:2]
@@ -254,7 +256,7 @@ def fit(a:argparse.Namespace)->Learner:
     t1 = time.perf_counter()
     learn.fit_one_cycle(r['epochs'], r['lr'])
     t_train = time.perf_counter() - t1
-    tta = ' (with flip TTA)' if r['tta'] else ''
+    tta = ' (with flip + shift TTA)' if r['tta'] else ''
     if dls.valid is not None:
         print(f'validation accuracy: {_score(learn, dls.valid, r).acc:.4f}{tta}', flush=True)
     test = _score(learn, test_dl, r)
@@ -264,7 +266,8 @@ def fit(a:argparse.Namespace)->Learner:
         raise RunError('the weights are not finite after the training: nothing saved; '
                        'try a lower --lr')
     print(f'test accuracy: {acc:.4f}{tta}', flush=True)
-    meta = dict(model=r['model'], width=r['width'], classes=FMNIST_CLASSES, norm=FMNIST_STATS)
+    meta = dict(model=r['model'], width=r['width'], classes=FMNIST_CLASSES, norm=FMNIST_STATS,
+                shape=dls.train.shape)
     learn.export(a.out/'model.pth', meta=meta)
     if is_main(): _pictures(learn, test, a.out, f'{r["model"]}, {r["epochs"]} epochs')
     print(f'saved {a.out/"model.pth"}, {a.out/"loss.png"}, {a.out/"confusion.png"}, '
