@@ -28,6 +28,14 @@ def _unreduced(loss_func):
         return f
     return partial(loss_func, reduction='none')
 
+def _cat(bs:list):
+    "The batches `bs` (tensors, or tuples, lists or dicts of them) joined along dimension 0."
+    b = bs[0]
+    if isinstance(b, Tensor): return torch.cat(bs)
+    if isinstance(b, dict): return {k: _cat([o[k] for o in bs]) for k in b}
+    return type(b)(_cat(list(o)) for o in zip(*bs))
+
+# %% ../nbs/11a_inference.ipynb #4b8bd317
 _HALF = (torch.float16, torch.bfloat16)
 
 class Gather(Callback):
@@ -36,9 +44,10 @@ class Gather(Callback):
     order = -1000 # move the batch before anyone looks at it; copy the loss before anyone changes it
     def __init__(self, with_loss:bool=False, # also the loss of each item
                  device=None, # where the model is: batches are moved there
+                 with_input:bool=False, # also the inputs, as the model saw them
                 ):
-        self.with_loss, self.device = with_loss, device
-        self.preds, self.targs, self.losses, self.n = [], [], [], 0
+        self.with_loss, self.device, self.with_input = with_loss, device, with_input
+        self.inputs, self.preds, self.targs, self.losses, self.n = [], [], [], [], 0
         self.total = torch.zeros(())
 
     def before_validate(self):
@@ -54,6 +63,7 @@ class Gather(Callback):
         preds, yb = learn.preds, learn.yb
         n = len(yb) if yb is not None else len(preds)
         self.preds.append((preds.float() if preds.dtype in _HALF else preds).cpu())  # numpy-able
+        if self.with_input: self.inputs.append(to_device(learn.xb, 'cpu'))
         if yb is not None: self.targs.append(yb.cpu())
         self.total = self.total + learn.loss.float().cpu() * n
         self.n += n
@@ -67,10 +77,11 @@ class Gather(Callback):
             self.losses.append(l.float().cpu())
 
     def result(self):
-        """`(preds, targs[, losses])`, each concatenated over the batches; `targs` is `None`
+        """`([inputs,] preds, targs[, losses])`, each joined over the batches; `targs` is `None`
         without targets."""
-        cat = lambda xs: torch.cat(xs) if xs else None
-        return (cat(self.preds), cat(self.targs)) + ((cat(self.losses),) if self.with_loss else ())
+        cat = lambda xs: _cat(xs) if xs else None
+        res = (cat(self.preds), cat(self.targs)) + ((cat(self.losses),) if self.with_loss else ())
+        return ((cat(self.inputs),) if self.with_input else ()) + res
 
 # %% ../nbs/11a_inference.ipynb #98eda319
 class _MaybeLoss(Callback):
@@ -91,11 +102,12 @@ def _pass_cbs(learn:Learner, g:Gather)->list:
 @patch
 def get_preds(self:Learner, dl=None, # batches `(x, y)`, `(x, None)` or `x`; `None`: `dls.valid`
               with_loss:bool=False, # also return each item's loss
-             )->tuple: # `(preds, targs[, losses])`, CPU tensors; `targs` is `None` without targets
+              with_input:bool=False, # also return the inputs, first
+             )->tuple: # `([inputs,] preds, targs[, losses])`, on the CPU; `targs` may be `None`
     "Predictions and targets over `dl`, gathered on the CPU, without gradients."
     dl = self.dls.valid if dl is None else dl
     if dl is None: raise ValueError('get_preds: no dl given and dls.valid is None')
-    g = Gather(with_loss, self.device)
+    g = Gather(with_loss, self.device, with_input)
     self.run_pass(dl, _pass_cbs(self, g))
     return g.result()
 

@@ -10,7 +10,6 @@ import torch
 from fastcore.basics import patch
 from torch import Tensor
 from .data import DataLoaders
-from .events import Callback
 from .learner import Learner
 from . import inference  # noqa: F401 (it gives `Learner.get_preds`)
 
@@ -127,12 +126,6 @@ def show_results(self:Learner, dl=None, # batches `(x, y)`; `None`: `dls.valid`
     return axs
 
 # %% ../nbs/11f_interpret.ipynb #53f80c82
-class _Inputs(Callback):
-    "Keep each batch's `xb`, on the CPU, as the model saw it."
-    run_preds, run_train = True, False
-    def __init__(self): self.xs = []
-    def after_pred(self): self.xs.append(self.learn.xb.detach().cpu())
-
 class ClassificationInterpretation:
     "A classifier's outputs over a data set, with the pictures of its mistakes."
     def __init__(self, inputs:Tensor|None, # what the model saw, one per item (`None`: no pictures)
@@ -153,10 +146,9 @@ class ClassificationInterpretation:
     def from_learner(cls, learn:Learner, dl=None, # batches `(x, y)`; `None`: `dls.valid`
                      vocab=None): # class names; `None`: `dls.vocab` if any
         "Interpret `learn`'s predictions over `dl`."
-        grab = _Inputs()
-        with learn.added_cbs(grab): preds, targs, losses = learn.get_preds(dl, with_loss=True)
+        inputs, preds, targs, losses = learn.get_preds(dl, with_loss=True, with_input=True)
         if targs is None: raise ValueError('ClassificationInterpretation needs targets')
-        return cls(torch.cat(grab.xs), preds, targs, losses, vocab_of(learn.dls, vocab))
+        return cls(inputs, preds, targs, losses, vocab_of(learn.dls, vocab))
 
     @property
     def n_classes(self)->int: return self.preds.shape[-1]

@@ -36,6 +36,7 @@ def test_fit_one_epoch_on_the_sample(tmp_path):
     assert (out/'model.pth').stat().st_mode & 0o777 == (out/'history.csv').stat().st_mode & 0o777
     learn = load_learner(out/'model.pth', cnn)                # the default width loads into the default CNN
     assert learn.meta['model'] == 'cnn' and learn.meta['width'] == 20
+    assert learn.meta['shape'] == (1, 28, 28)                  # so predict_one reshapes a raw 28x28 image
     assert '\r' not in r.stdout                                # not a terminal: no progress bars
 
 
@@ -57,7 +58,8 @@ def test_fit_mlp(tmp_path):
             '--out', str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert 'recipe: mlp, 1 epoch, lr 0.003, bs 128, float32; AdamW' in r.stdout   # no augmentation, no TTA
-    assert load_learner(tmp_path/'model.pth', mlp).meta['model'] == 'mlp'
+    meta = load_learner(tmp_path/'model.pth', mlp).meta
+    assert meta['model'] == 'mlp' and meta['shape'] == (784,)
 
 
 def test_diverged_run_exits_1_and_saves_nothing(tmp_path):
