@@ -6,9 +6,9 @@ Three ways, alternated round by round in one run (each a fresh launch, timed ins
   1p1t  one process, one thread;
   1p2t  one process, two threads;
   2p1t  two processes of one thread each, gloo, `DistributedCB` (DDP), each rank half of every batch.
-Each launch trains `fastfound.models.cnn` with AdamW on batches of 256 (in all): a warm-up epoch, then 3 timed epochs
-of 30 steps (7,680 samples), rank 0 timing between barriers; a launch reports its median epoch. The 2-process
-launches also time their two collectives alone: the per-step all-reduce of all the gradients (what DDP does in the
+Each launch trains `fastfound.models.cnn(20)` (width 20, the CLI's default when the figures in the notebook were
+taken) with AdamW on batches of 256 (in all): a warm-up epoch, then 3 timed epochs of 30 steps (7,680 samples),
+rank 0 timing between barriers; a launch reports its median epoch. The 2-process launches also time their two collectives alone: the per-step all-reduce of all the gradients (what DDP does in the
 backward pass) and `DistributedCB`'s one-number all-reduce after each step. Reported: the median samples/s of each
 way over the rounds, and the scaling efficiency 2p1t / (2 x 1p1t). OpenMP threads sleep while they wait
 (`OMP_WAIT_POLICY=PASSIVE`, see the CLI chapter), unless the environment says otherwise: on a shared machine
@@ -51,7 +51,7 @@ def worker():
     with process_group(threads=int(os.environ['BENCH_THREADS'])):
         set_seed(0)
         dl = TensorLoader(x[:n], y[:n], BS, shuffle=True, device='cpu', norm=FMNIST_STATS, shape=(1, 28, 28))
-        learn = Learner(cnn(), DataLoaders(dl, None), opt_func=torch.optim.AdamW, lr=1e-3, default_cbs=False,
+        learn = Learner(cnn(20), DataLoaders(dl, None), opt_func=torch.optim.AdamW, lr=1e-3, default_cbs=False,
                         cbs=[DeviceCB('cpu'), DistributedCB()])
         learn.fit(1)  # warm up
         times = []

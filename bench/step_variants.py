@@ -1,25 +1,28 @@
 """A/B in one process: the cost of a training step of `fastfound fit`'s CNN under variants of its recipe.
 
-    python bench/step_variants.py [--rounds 7] [--steps 15] [--threads N] [--only 'width 24,width 32']
+    python bench/step_variants.py [--rounds 7] [--steps 15] [--threads N] [--only 'float32,width 32']
 
 Every variant (width, batch size, memory layout, optimizer, autocast dtype) gets its own model and batch; they take
 turns, `--steps` steps each, for `--rounds` rounds, so a change in the machine's load hits them all alike. It prints
-microseconds per training image (median over rounds) and the median ratio to the default recipe (cnn 20, bs 256,
-channels-last, fused AdamW, float32), with the 1-minute load average. Like `fastfound fit`, it calls
+microseconds per training image (median over rounds) and the median ratio to the default recipe (cnn 24, bs 256,
+channels-last, fused AdamW, bfloat16 autocast where the CPU has bfloat16 instructions, else float32), with the
+1-minute load average. Like `fastfound fit`, it calls
 `reuse_memory()` first.
 """
 import argparse, os, statistics, time
 import torch
 import torch.nn.functional as F
-from fastfound.cli import reuse_memory
-from fastfound.models import cnn
+from fastfound.cli import precision, reuse_memory
+from fastfound.models import CNN_WIDTH, cnn
 
 VARIANTS = {  # name: changes to the default recipe
     'default': {}, 'AdamW, not fused': dict(fused=False), 'bs 512': dict(bs=512),
-    'contiguous (NCHW)': dict(cl=False), 'bfloat16 autocast': dict(dtype=torch.bfloat16),
-    **{f'width {w}': dict(width=w) for w in (16, 24, 28, 32)}}
+    'contiguous (NCHW)': dict(cl=False), 'float32': dict(dtype=torch.float32),
+    'bfloat16 autocast': dict(dtype=torch.bfloat16),
+    **{f'width {w}': dict(width=w) for w in (16, 20, 32)},
+    'width 20 float32': dict(width=20, dtype=torch.float32)}  # the default of the round before
 
-def stepper(width=20, bs=256, cl=True, fused=True, dtype=torch.float32):
+def stepper(width=CNN_WIDTH, bs=256, cl=True, fused=True, dtype=precision('cpu')):
     "A function that runs one training step of the variant, and its batch size."
     m = cnn(width)
     if cl: m = m.to(memory_format=torch.channels_last)

@@ -28,8 +28,8 @@ from .state import set_seed
 from .training import MixedPrecision
 
 # %% auto #0
-__all__ = ['BACKGROUND', 'parser', 'reuse_memory', 'UsageError', 'RunError', 'load_data', 'precision', 'recipe', 'describe',
-           'fit', 'main']
+__all__ = ['BACKGROUND', 'parser', 'reuse_memory', 'UsageError', 'RunError', 'load_data', 'native_bf16', 'precision', 'recipe',
+           'describe', 'fit', 'main']
 
 # %% ../nbs/12_cli.ipynb #e3509991
 def _number(kind, lo=0, hi=math.inf, strict=True):
@@ -80,7 +80,8 @@ def parser()->argparse.ArgumentParser:
                    help='score each test image as it is, mirrored, and shifted by a pixel each way '
                    '(10 views), averaged (default: on)')
     f.add_argument('--precision', choices=('auto', 'float32', 'bfloat16'), default='auto',
-                   help='auto: bfloat16 autocast on CUDA, float32 on the CPU (default: auto)')
+                   help='auto: bfloat16 autocast on CUDA and on CPUs with bfloat16 instructions, '
+                   'else float32 (default: auto)')
     f.add_argument('--compile', action=Bool, default=False,
                    help='torch.compile the model: it pays on CUDA for long runs (default: off)')
     f.add_argument('--data', type=Path, default=None, metavar='PATH',
@@ -161,12 +162,18 @@ def load_data(a:argparse.Namespace)->tuple:
            TensorLoader(xs, ys, 2*a.bs, **kw)
 
 # %% ../nbs/12_cli.ipynb #a10a238d
+def native_bf16()->bool:
+    "Whether this CPU has bfloat16 instructions (avx512_bf16 or AMX), by torch's own probes."
+    probes = ('_is_avx512_bf16_supported', '_is_amx_tile_supported')  # torch.cpu has no public ones
+    return any(getattr(torch.cpu, p, lambda: False)() for p in probes)
+
 def precision(device:torch.device, # where the model trains
               choice:str='auto', # `--precision`: 'auto', 'float32' or 'bfloat16'
              )->torch.dtype:
-    "The dtype of the forward pass: bfloat16 autocast on CUDA, float32 on the CPU, unless chosen."
+    "The autocast dtype: bfloat16 on CUDA and on CPUs with bfloat16 instructions, else float32."
     if choice != 'auto': return getattr(torch, choice)
-    return torch.bfloat16 if torch.device(device).type == 'cuda' else torch.float32
+    fast = torch.device(device).type == 'cuda' or native_bf16()
+    return torch.bfloat16 if fast else torch.float32
 
 def recipe(a:argparse.Namespace)->dict:
     "What the run `a` trains, with the defaults filled in."

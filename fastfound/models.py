@@ -25,7 +25,7 @@ def conv(ni:int, # input channels
     if not act: return [nn.Conv2d(ni, nf, 3, 2, 1)]
     return [nn.Conv2d(ni, nf, 3, 2, 1, bias=False), nn.BatchNorm2d(nf), nn.ReLU()]
 
-CNN_WIDTH = 20  # the default CNN's first width: 20-40-80-160 channels
+CNN_WIDTH = 24  # the default CNN's first width: 24-48-96-192 channels
 
 def cnn(widths:tuple|int=CNN_WIDTH, # channels after each stride-2 conv; an int `w`: w, 2w, 4w, 8w
        )->nn.Module:

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest, torch
 
 from fastfound.checkpoint import load_learner
-from fastfound.cli import describe, main, parser, precision, recipe, reuse_memory
+from fastfound.cli import describe, main, native_bf16, parser, precision, recipe, reuse_memory
 from fastfound.data import FMNIST_FILES, SAMPLE_PATH
-from fastfound.models import cnn, mlp
+from fastfound.models import CNN_WIDTH, cnn, mlp
 
 EXE = Path(sys.executable).parent/'fastfound'
 
@@ -25,7 +25,8 @@ def test_fit_one_epoch_on_the_sample(tmp_path):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     head = next(i for i, l in enumerate(lines) if l.startswith('epoch'))
-    assert lines[head - 1].startswith('recipe: cnn 20-40-80-160, 1 epoch, lr 0.01, bs 256, float32')  # before
+    dtype = 'bfloat16' if native_bf16() else 'float32'         # autocast where the CPU has bfloat16 instructions
+    assert lines[head - 1].startswith(f'recipe: cnn 24-48-96-192, 1 epoch, lr 0.01, bs 256, {dtype}')  # before
     assert lines[head].split() == ['epoch', 'train_loss', 'train_accuracy', 'time']  # no hold-out: no valid
     assert lines[head + 1].split()[0] == '0'
     acc = float(next(l for l in lines if l.startswith('test accuracy:')).split()[2])
@@ -35,7 +36,7 @@ def test_fit_one_epoch_on_the_sample(tmp_path):
     assert (out/'loss.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert (out/'model.pth').stat().st_mode & 0o777 == (out/'history.csv').stat().st_mode & 0o777
     learn = load_learner(out/'model.pth', cnn)                # the default width loads into the default CNN
-    assert learn.meta['model'] == 'cnn' and learn.meta['width'] == 20
+    assert learn.meta['model'] == 'cnn' and learn.meta['width'] == CNN_WIDTH
     assert learn.meta['shape'] == (1, 28, 28)                  # so predict_one reshapes a raw 28x28 image
     assert '\r' not in r.stdout                                # not a terminal: no progress bars
 
@@ -57,7 +58,8 @@ def test_fit_mlp(tmp_path):
     r = run('fit', '--model', 'mlp', '--epochs', '1', '--bs', '128', '--lr', '0.003', '--data', str(SAMPLE_PATH),
             '--out', str(tmp_path))
     assert r.returncode == 0, r.stderr
-    assert 'recipe: mlp, 1 epoch, lr 0.003, bs 128, float32; AdamW' in r.stdout   # no augmentation, no TTA
+    dtype = 'bfloat16' if native_bf16() else 'float32'
+    assert f'recipe: mlp, 1 epoch, lr 0.003, bs 128, {dtype}; AdamW' in r.stdout   # no augmentation, no TTA
     meta = load_learner(tmp_path/'model.pth', mlp).meta
     assert meta['model'] == 'mlp' and meta['shape'] == (784,)
 
@@ -160,11 +162,18 @@ def test_help_is_fit_s():
 def _args(*a): return parser().parse_args(['fit', *a])
 
 
-def test_precision_and_device_selection():
-    "What the CUDA path would use, decided on the CPU: bfloat16 autocast on CUDA, float32 on the CPU."
+def test_precision_and_device_selection(monkeypatch):
+    "bfloat16 autocast on CUDA and on CPUs with bfloat16 instructions; float32 on other CPUs."
     assert precision(torch.device('cuda'), 'auto') == torch.bfloat16
     assert precision(torch.device('cuda:1')) == torch.bfloat16
-    assert precision(torch.device('cpu'), 'auto') == torch.float32
+    for avx, amx, want in ((False, False, torch.float32), (True, False, torch.bfloat16),
+                           (False, True, torch.bfloat16)):
+        monkeypatch.setattr(torch.cpu, '_is_avx512_bf16_supported', lambda: avx)
+        monkeypatch.setattr(torch.cpu, '_is_amx_tile_supported', lambda: amx)
+        assert precision(torch.device('cpu'), 'auto') == want
+    monkeypatch.delattr(torch.cpu, '_is_avx512_bf16_supported')    # a torch without the probes
+    monkeypatch.delattr(torch.cpu, '_is_amx_tile_supported')
+    assert precision(torch.device('cpu')) == torch.float32
     assert precision(torch.device('cpu'), 'bfloat16') == torch.bfloat16
     assert precision(torch.device('cuda'), 'float32') == torch.float32
     a = _args('--device', 'cpu')
@@ -176,6 +185,7 @@ def test_precision_and_device_selection():
     a.device = torch.device('cpu')
     r = recipe(a)
     assert (r['epochs'], r['lr'], r['dtype'], r['augment'], r['compile']) == (5, 3e-3, torch.float32, False, True)
+    assert r['width'] is None and not r['tta']
 
 
 def test_reuse_memory():
