@@ -55,8 +55,8 @@ def parser()->argparse.ArgumentParser:
     sub = p.add_subparsers(dest='cmd', metavar='COMMAND', required=True)
     f = sub.add_parser('fit', help='train a model on Fashion-MNIST',
                        description='Train a model on Fashion-MNIST and report its test '
-                       'accuracy, scored once at the end; save model.pth, loss.png and '
-                       'history.csv into --out.')
+                       'accuracy, scored once at the end; save model.pth, loss.png, '
+                       'confusion.png and history.csv into --out.')
     Bool = argparse.BooleanOptionalAction
     f.add_argument('--model', choices=sorted(MODELS), default='cnn',
                    help='the network (default: %(default)s)')
