@@ -6,8 +6,7 @@ Every variant (width, batch size, memory layout, optimizer, autocast dtype) gets
 turns, `--steps` steps each, for `--rounds` rounds, so a change in the machine's load hits them all alike. It prints
 microseconds per training image (median over rounds) and the median ratio to the default recipe (cnn 24, bs 256,
 channels-last, fused AdamW, bfloat16 autocast where the CPU has bfloat16 instructions, else float32), with the
-1-minute load average. Like `fastfound fit`, it calls
-`reuse_memory()` first.
+1-minute load average. Like `fastfound fit`, it calls `reuse_memory()` first.
 """
 import argparse, os, statistics, time
 import torch
