@@ -3,7 +3,7 @@ resume, `lr_find`'s sweep, an inference pass), one run records every line execut
 marked `uninterrupted`; then one run per line delivers SIGINT there, through the SIGINT handler in place, as a real
 Ctrl-C would be delivered. After each: a KeyboardInterrupt came out, and the learner's callbacks, hooks, grad mode
 and start_epoch (and, after lr_find, its weights and optimizer) are as before."""
-import signal, sys
+import gc, signal, sys
 from pathlib import Path
 import pytest, torch
 from torch import nn
@@ -38,9 +38,13 @@ def run_traced(fn, at=None, hit=None)->list:
                 signal.getsignal(signal.SIGINT)(signal.SIGINT, frame)
         return local
     def call(frame, event, arg): return local if held(frame) else None
+    gc.disable()  # no cyclic collection inside the traced run: its finalizers (`Hooks.__del__`) would
+                  # make one run's path differ from the next
     sys.settrace(call)
     try: fn()
-    finally: sys.settrace(None)
+    finally:
+        sys.settrace(None)
+        gc.enable()
     return lines
 
 def picks(lines:list, n_other:int=20)->list:
