@@ -1,5 +1,5 @@
 "Hooks always clean up; activation statistics are right; summary changes nothing."
-import os, signal, threading, time
+import gc, os, signal, threading, time
 import numpy as np, pytest, torch
 from torch import nn
 from fastfound.data import DataLoaders, TensorLoader
@@ -37,14 +37,25 @@ def test_every_hook_is_gone_after_a_fit_that_raises(exc, event, as_fit_cbs):
     learn.fit(1, cbs=cbs if as_fit_cbs else None)    # usable again, and the next fit hooks and unhooks cleanly
     assert n_hooks(learn.model) == 0 and len(cbs[0].stats()[0]) == 8
 
+class SendSigint(Callback):
+    "A real SIGINT `after` s after the first batch (so a slow start cannot make it early); lost, it fails."
+    order = 200
+    def __init__(self, after=0.3): self.after, self.timer = after, None
+    def after_batch(self):
+        if self.timer is None:
+            self.timer = threading.Timer(self.after, os.kill, (os.getpid(), signal.SIGINT))
+            self.timer.start()
+            self.t0 = time.monotonic()
+        elif time.monotonic() - self.t0 > 30: raise RuntimeError('the SIGINT was lost')
+
 def test_hooks_are_gone_after_a_real_sigint():
-    "Ctrl-C: a SIGINT arrives from outside at an arbitrary point of the fit."
-    learn, cbs = learner(n_batches=400), hook_cbs()   # with the default callbacks
-    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
+    "Ctrl-C: a SIGINT arrives from outside at an arbitrary point of the fit, and stops it."
+    learn, cbs, send = learner(n_batches=400), hook_cbs(), SendSigint()  # the default callbacks too
+    gc.collect()
+    for _ in range(3): learner().fit(1, cbs=hook_cbs())  # dropped: cycles for `Hooks.__del__`
     try:
-        with pytest.raises(KeyboardInterrupt): learn.fit(1000, cbs=cbs)
-    finally: timer.cancel()
+        with pytest.raises(KeyboardInterrupt): learn.fit(1000, cbs=cbs + [send])
+    finally: send.timer.cancel()
     assert n_hooks(learn.model) == 0 and len(cbs[0].hooks[0].stats) > 0
 
 def test_hooks_are_gone_after_an_exception_in_forward():
