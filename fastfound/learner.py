@@ -546,13 +546,15 @@ class Recorder(Callback):
         self._pend = []
 
     def before_fit(self):
-        if not self.learn.start_epoch:
-            self.losses, self.lrs, self.values, self.iters, self.hps = [], [], [], [], {}
         pgs = getattr(self.opt, 'param_groups', None)
         hps = pgs[-1].items() if pgs else ()
         self._keys = [k for k, v in hps if k not in ('params', 'lr_mult') and _is_hp(v)]
-        for k in self._keys: self.hps.setdefault(k, [])
         self._pend = []
+
+    def before_epoch(self):
+        if not self.learn.epoch:  # a fresh history; a resumed fit starts later and carries on
+            self.losses, self.lrs, self.values, self.iters, self.hps = [], [], [], [], {}
+        for k in self._keys: self.hps.setdefault(k, [])
 
     def after_batch(self):
         self._pend.append(self.learn.loss.detach())
