@@ -10,7 +10,7 @@ from fastcore.basics import patch
 from .callbacks import Monitor
 from .data import DataLoaders
 from .events import Callback
-from .files import FORMAT, VERSION, atomic_save, read_checkpoint, sweep_temps, writable
+from .files import FORMAT, VERSION, FolderLock, atomic_save, read_checkpoint, sweep_temps
 from .learner import Learner
 from .state import bare_model, load_model_state
 from .ranks import barrier, is_main
@@ -39,6 +39,7 @@ class Checkpoint(Callback, Monitor):
         self.init_monitor(monitor, mode, min_delta)
         self.path, self.every = Path(path), every
         self.save_last, self.save_best, self.load_best = save_last, save_best, load_best
+        self._lock = None
 
     @property
     def last_path(self)->Path: return self.path/'last.pt'
@@ -57,7 +58,7 @@ def before_fit(self:Checkpoint):
                          'monitor="train_loss"')
     # rank 0 writes; a folder it cannot write to fails the fit now, not after an epoch
     if is_main():
-        writable(self.path)
+        self._lock = FolderLock(self.path).acquire()  # creates it; another run's folder is refused
         for p in (self.last_path, self.best_path): sweep_temps(p)  # what killed saves left behind
     self._finished = True
 
@@ -79,6 +80,8 @@ def after_epoch(self:Checkpoint):
 
 @patch
 def cleanup_fit(self:Checkpoint):
+    lock, self._lock = self._lock, None
+    if lock is not None: lock.release()
     if self.load_best and self._finished and self.best_path.exists():
         d = read_checkpoint(self.best_path, ('train',))
         load_model_state(self.model, d['model'], self.best_path)

@@ -18,7 +18,7 @@ from .distributed import DistributedCB, launch, process_group
 from .data import (FMNIST_CLASSES, FMNIST_FILES, FMNIST_STATS, DataLoaders, TensorLoader,
                             default_device, fashion_mnist_path, load_fashion_mnist)
 from .events import Callback
-from .files import atomic_write
+from .files import FolderBusy, FolderLock, atomic_write
 from .learner import DeviceCB, Learner, accuracy
 from .models import CNN_WIDTH, MODELS
 from .interpret import ClassificationInterpretation
@@ -294,9 +294,11 @@ def main(argv:list|None=None)->int:
     if a.nproc > 1 and 'LOCAL_RANK' not in os.environ:  # start the ranks; under torchrun, be one
         return launch(a.nproc, sys.argv[1:] if argv is None else list(argv))
     quiet = lambda: contextlib.redirect_stdout(sys.stdout if is_main() else io.StringIO())
+    hold = lambda: FolderLock(a.out) if is_main() else contextlib.nullcontext()  # rank 0 writes
     try:
-        with process_group(), quiet(): fit(a)
+        with process_group(), quiet(), hold(): fit(a)
     except UsageError as e: f.error(str(e))
+    except FolderBusy as e: f.error(f'--out {e}')
     except KeyboardInterrupt:
         print(f'{f.prog}: interrupted', file=sys.stderr)
         return 130

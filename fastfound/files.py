@@ -4,14 +4,14 @@
 
 # %% ../nbs/04b_files.ipynb #f699814c
 from __future__ import annotations
-import errno, hashlib, io, os, pickle, stat, uuid, warnings
+import errno, fcntl, hashlib, io, os, pickle, stat, uuid, warnings
 from pathlib import Path
 import torch
 
 # %% auto #0
 __all__ = ['SEAL', 'FORMAT', 'VERSION', 'file_mode', 'temp_name', 'disk_error', 'atomic_write', 'seal', 'atomic_save', 'writable',
-           'sweep_temps', 'CheckpointError', 'regular_file', 'unseal', 'load_file', 'check_plain', 'short_list',
-           'read_checkpoint']
+           'sweep_temps', 'FolderBusy', 'FolderLock', 'CheckpointError', 'regular_file', 'unseal', 'load_file',
+           'check_plain', 'short_list', 'read_checkpoint']
 
 # %% ../nbs/04b_files.ipynb #7985843d
 def file_mode()->int:
@@ -119,6 +119,35 @@ def sweep_temps(path:Path|str, # the file whose temporary files to look for
             t.unlink(missing_ok=True)
             gone.append(t)
     return gone
+
+# %% ../nbs/04b_files.ipynb #18add2a3
+class FolderBusy(OSError):
+    "The folder is held by another run."
+
+class FolderLock:
+    "Hold `folder` for one run: another run, or another lock in this one, is refused it."
+    def __init__(self, folder:Path|str): # created if missing
+        self.folder, self.fd = Path(folder), None
+
+    def acquire(self)->FolderLock:
+        fd = os.open(writable(self.folder), os.O_RDONLY | os.O_DIRECTORY)
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise FolderBusy(f'{self.folder} is in use by another run: wait for it to end, or '
+                             'give this run another folder') from None
+        self.fd = fd
+        return self
+
+    def release(self):
+        "Let the folder go; again is a no-op."
+        fd, self.fd = self.fd, None
+        if fd is None: return
+        try: fcntl.flock(fd, fcntl.LOCK_UN)  # also for the copies forked worker processes hold
+        finally: os.close(fd)
+
+    def __enter__(self): return self.acquire()
+    def __exit__(self, *exc): self.release()
 
 # %% ../nbs/04b_files.ipynb #f072174c
 class CheckpointError(ValueError):

@@ -293,3 +293,46 @@ def test_11_sgd_file_into_adam_learner(tmp_path):
         with pytest.raises(CheckpointError, match='a SGD optimizer; this learner uses Adam'): b.load(tmp_path/'sgd.pt')
         assert all(torch.equal(x, p) for x, p in zip(w, b.model.parameters()))
         assert b.opt is opt and (opt is None or repr(opt.state_dict()) == osd)
+
+
+# 13. a second run in a busy folder writes beside the first
+HOLDER = textwrap.dedent('''
+    import sys, torch
+    from torch import nn
+    from fastfound.checkpoint import Checkpoint
+    from fastfound.data import DataLoaders
+    from fastfound.events import Callback
+    from fastfound.learner import Learner
+    class Wait(Callback):
+        order = 95  # after Checkpoint
+        def after_epoch(self):
+            if self.epoch == 0:  # last.pt of epoch 0 is on disk: say so, and wait to be killed
+                print('saved', flush=True)
+                sys.stdin.read()
+    x, y = torch.randn(72, 10), torch.randint(0, 3, (72,))
+    dls = DataLoaders.from_tensors(x, y, x[:16], y[:16], bs=8, device='cpu')
+    model = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 3))
+    Learner(model, dls, lr=0.1, opt_func=torch.optim.SGD).fit(3, cbs=[Checkpoint(sys.argv[1]), Wait()])
+''')
+
+def test_13_busy_folder_refused_until_its_run_is_killed(tmp_path):
+    ck = tmp_path/'ck'
+    p = subprocess.Popen([sys.executable, '-c', HOLDER, str(ck)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert 'saved\n' in iter(p.stdout.readline, '')  # (after the progress bar's lines)
+        theirs = (ck/'last.pt').read_bytes()
+        (tmp_path/'link').symlink_to(ck)  # the same folder by another name is held too
+        for cb in (Checkpoint(ck), Checkpoint(tmp_path/'link')):
+            n = Count()
+            with pytest.raises(OSError, match=f'{cb.path} is in use by another run'):
+                tiny().fit(3, cbs=[cb, n], resume=True)
+            assert n.n == 0 and (ck/'last.pt').read_bytes() == theirs
+        p.kill()  # SIGKILL: no cleanup runs, and the system drops the lock
+        assert p.wait(timeout=30) == -signal.SIGKILL
+        learn = tiny(cbs=[Checkpoint(ck)])
+        learn.fit(3, resume=True)  # the killed run's last.pt, continued
+        assert read_checkpoint(ck/'last.pt')['epoch'] == 2
+    finally:
+        p.kill()
+        p.wait(timeout=30)
