@@ -1,6 +1,6 @@
 """Issue 15, "Nothing lost, whatever happens": one test per failure the adversarial run found (numbered as there),
 each on a tiny model so the whole file runs in seconds."""
-import csv, errno, gzip, os, signal, struct, subprocess, sys, textwrap
+import csv, errno, gzip, os, re, signal, struct, subprocess, sys, textwrap, threading
 from pathlib import Path
 import pytest, torch
 from torch import nn
@@ -319,13 +319,16 @@ def test_13_busy_folder_refused_until_its_run_is_killed(tmp_path):
     ck = tmp_path/'ck'
     p = subprocess.Popen([sys.executable, '-c', HOLDER, str(ck)], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, text=True)
+    hang = threading.Timer(120, p.kill)  # a hard timeout: a holder that hangs ends its output
+    hang.start()
     try:
         assert 'saved\n' in iter(p.stdout.readline, '')  # (after the progress bar's lines)
+        hang.cancel()
         theirs = (ck/'last.pt').read_bytes()
         (tmp_path/'link').symlink_to(ck)  # the same folder by another name is held too
         for cb in (Checkpoint(ck), Checkpoint(tmp_path/'link')):
             n = Count()
-            with pytest.raises(OSError, match=f'{cb.path} is in use by another run'):
+            with pytest.raises(OSError, match=re.escape(f'{cb.path} is in use by another run')):
                 tiny().fit(3, cbs=[cb, n], resume=True)
             assert n.n == 0 and (ck/'last.pt').read_bytes() == theirs
         p.kill()  # SIGKILL: no cleanup runs, and the system drops the lock
@@ -334,5 +337,6 @@ def test_13_busy_folder_refused_until_its_run_is_killed(tmp_path):
         learn.fit(3, resume=True)  # the killed run's last.pt, continued
         assert read_checkpoint(ck/'last.pt')['epoch'] == 2
     finally:
+        hang.cancel()
         p.kill()
         p.wait(timeout=30)
