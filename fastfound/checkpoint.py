@@ -80,8 +80,7 @@ def after_epoch(self:Checkpoint):
 
 @patch
 def cleanup_fit(self:Checkpoint):
-    lock, self._lock = self._lock, None
-    if lock is not None: lock.release()
+    if self._lock is not None: self._lock.release()  # a no-op when it is already released
     if self.load_best and self._finished and self.best_path.exists():
         d = read_checkpoint(self.best_path, ('train',))
         load_model_state(self.model, d['model'], self.best_path)
