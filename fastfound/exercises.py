@@ -8,14 +8,13 @@ import functools, math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from fastcore.test import test_eq
 
 # %% auto #0
 __all__ = ['Verdict', 'Wrong', 'NotAttempted', 'checker', 'call', 'same', 'unchanged', 'check_matmul', 'check_broadcast_shape',
            'check_broadcast_add', 'check_lin', 'check_relu_grad', 'check_mse_grad', 'check_lin_grads', 'check_softmax',
            'check_ce_grad', 'check_relu_function', 'check_sigmoid_function', 'check_linear_function', 'check_fans',
-           'check_kaiming', 'check_xavier', 'check_conv_out_size', 'check_unfold', 'check_conv', 'check_batch_counter',
-           'check_stop_after', 'check_grad_clip']
+           'check_kaiming', 'check_xavier', 'check_conv_out_size', 'check_unfold', 'check_conv', 'check_sched_cos',
+           'check_sched_exp', 'check_combine', 'check_batch_counter', 'check_stop_after', 'check_grad_clip']
 
 # %% ../nbs/15_exercises.ipynb #70786f52
 class Verdict:
@@ -512,6 +511,77 @@ def check_conv(fn) -> int:
             if p > 0 and got.shape == F.conv2d(x, w, b, st, 0).shape:
                 raise Wrong(f'{case}: the padding is ignored')
         same(got, exp, 'the output', case, atol=1e-4)
+    return len(cases)
+
+# %% ../nbs/15_exercises.ipynb #4759cf4a
+_POS = [0., .1, .25, .5, .75, .9, 1.]
+_SE = [(1., 3.), (5., .5), (2., 2.), (1e-3, 1e-1)]
+
+def _num(got, case):
+    if not isinstance(got, (int, float)) or isinstance(got, bool):
+        raise Wrong(f'{case}: it returned a {type(got).__name__}, not a number')
+    if not math.isfinite(got): raise Wrong(f'{case}: it returned {got}')
+    return float(got)
+
+def _sched_check(fn, ref, hints) -> int:
+    n = 0
+    for start, end in _SE:
+        for pos in _POS:
+            case = f'for start={start:g}, end={end:g} at pos={pos:g}'
+            got, exp = _num(call(fn, start, end, pos, case=case), case), ref(start, end, pos)
+            n += 1
+            if math.isclose(got, exp, rel_tol=1e-6, abs_tol=1e-12): continue
+            for f, why in hints:
+                if math.isclose(got, f(start, end, pos), rel_tol=1e-6, abs_tol=1e-12):
+                    raise Wrong(f'{case}: {why}')
+            raise Wrong(f'{case}: off by {abs(got - exp):.4g}')
+    return n
+
+def _cos(s, e, p): return s + (1 - math.cos(math.pi * p)) / 2 * (e - s)
+
+@checker
+def check_sched_cos(fn) -> int:
+    "Check `fn(start, end, pos)`, half a cosine wave from `start` to `end`, against `SchedCos`."
+    from fastfound.schedule import SchedCos
+    return _sched_check(fn, lambda s, e, p: SchedCos(s, e)(p), [
+        (lambda s, e, p: _cos(e, s, p), 'it runs from end to start'),
+        (lambda s, e, p: s + p * (e - s), 'a straight line, not a cosine'),
+        (lambda s, e, p: s + (1 - math.cos(2 * math.pi * p)) / 2 * (e - s),
+         'a whole cosine wave, not half of one (it comes back to start)')])
+
+@checker
+def check_sched_exp(fn) -> int:
+    "Check `fn(start, end, pos)`, geometric steps from `start` to `end`, against `SchedExp`."
+    from fastfound.schedule import SchedExp
+    return _sched_check(fn, lambda s, e, p: SchedExp(s, e)(p), [
+        (lambda s, e, p: s + p * (e - s),
+         'a straight line, not geometric (a straight line on a log scale)'),
+        (lambda s, e, p: e * (s / e) ** p, 'it runs from end to start'),
+        (lambda s, e, p: s * math.exp(p * (e - s)), 'the exponent should be a ratio, end / start')])
+
+@checker
+def check_combine(fn) -> int:
+    """Check `fn(pcts, scheds)`, one schedule running each piece over its fraction, against
+    `CombinedSched`."""
+    from fastfound.schedule import CombinedSched, SchedCos, SchedLin
+    cases = [([.3, .7], [SchedLin(1, 5), SchedCos(5, 0)]),
+             ([.5, .5], [SchedCos(0, 1), SchedCos(1, 0)]),
+             ([.25, .25, .5], [SchedLin(0, 1), SchedLin(1, 1), SchedCos(1, 3)]),
+             ([1.], [SchedCos(2, 4)])]
+    for pcts, scheds in cases:
+        case = f'for pcts {pcts} and pieces {scheds}'
+        f, ref = call(fn, pcts, scheds, case=case), CombinedSched(pcts, scheds)
+        if not callable(f):
+            raise Wrong(f'{case}: it returned a {type(f).__name__}, not a function of pos')
+        for pos in [0., .1, .2, .3, .45, .5, .6, .75, .9, .99, 1.]:
+            c = f'{case}, at pos={pos:g}'
+            got, exp = _num(call(f, pos, case=c), c), ref(pos)
+            if math.isclose(got, exp, rel_tol=1e-6, abs_tol=1e-9): continue
+            i = max(sum(pos >= sum(pcts[:j + 1]) for j in range(len(pcts) - 1)), 0)
+            if math.isclose(got, scheds[i](pos), rel_tol=1e-6, abs_tol=1e-9):
+                raise Wrong(f'{c}: piece {i} got the overall pos; rescale it to 0..1 within '
+                            'its own fraction')
+            raise Wrong(f'{c}: off by {abs(got - exp):.4g}')
     return len(cases)
 
 # %% ../nbs/15_exercises.ipynb #0c653173

@@ -207,6 +207,21 @@ def _kaiming_new(w): return torch.randn_like(w) * math.sqrt(2 / fans(w)[0])
 
 def _kaiming_var(w): return w.normal_(0, 2 / fans(w)[0])
 
+def sched_cos(start, end, pos): return start + (1 - math.cos(math.pi * pos)) / 2 * (end - start)
+
+def sched_exp(start, end, pos): return start * (end / start) ** pos
+
+def combine(pcts, scheds):
+    edges = [sum(pcts[:i]) for i in range(len(pcts) + 1)]
+    def f(pos):
+        i = min(max(j for j in range(len(pcts)) if pos >= edges[j]), len(pcts) - 1)
+        return scheds[i]((pos - edges[i]) / pcts[i])
+    return f
+
+def _combine_global(pcts, scheds):
+    edges = [sum(pcts[:i]) for i in range(len(pcts) + 1)]
+    return lambda pos: scheds[min(max(j for j in range(len(pcts)) if pos >= edges[j]), len(pcts) - 1)](pos)
+
 CASES = [  # (checker, reference solutions, [(wrong answer, the words its message must hold), ...])
     (ex.check_matmul, [matmul_loops, matmul_bcast, matmul_einsum],
      [(lambda a, b: b.T @ a.T, 'transposed?'), (lambda a, b: (a @ b).float(), 'dtype torch.float32, expected torch.float64'),
@@ -293,6 +308,17 @@ CASES = [  # (checker, reference solutions, [(wrong answer, the words its messag
     (ex.check_grad_clip, [GradClip],
      [(_ClipLate, 'not clipped before the optimizer step'), (_ClipEach, 'norm of all the parameters'),
       (_ClipAlways, 'smaller than max_norm were changed')]),
+    (ex.check_sched_cos, [sched_cos],
+     [(lambda s, e, p: sched_cos(e, s, p), 'from end to start'),
+      (lambda s, e, p: s + p * (e - s), 'straight line'),
+      (lambda s, e, p: s + (1 - math.cos(2 * math.pi * p)) / 2 * (e - s), 'whole cosine wave'),
+      (lambda s, e, p: torch.tensor(sched_cos(s, e, p)), 'not a number')]),
+    (ex.check_sched_exp, [sched_exp],
+     [(lambda s, e, p: s + p * (e - s), 'not geometric'), (lambda s, e, p: e * (s / e) ** p, 'from end to start'),
+      (lambda s, e, p: s * math.exp(p * (e - s)), 'a ratio')]),
+    (ex.check_combine, [combine],
+     [(_combine_global, 'rescale it'), (lambda pcts, scheds: combine(pcts[::-1], scheds), 'off by'),
+      (lambda pcts, scheds: 1.0, 'not a function of pos')]),
 ]
 
 def _ids(cases): return [c[0].__name__ for c in cases]
@@ -335,3 +361,4 @@ def test_messages_never_show_a_solution():
         for wrong, _ in wrongs:
             msg = check(wrong).msg
             assert not [b for b in SOLUTION_BITS if b in msg], msg
+
