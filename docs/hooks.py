@@ -562,10 +562,12 @@ def katex_files(root:Path=ROOT) -> dict[str, Path]:
 _re_unrendered = [re.compile(r'(?is)<(pre|code|script|style|textarea)\b.*?</\1>'),
                   re.compile(r'(?is)<(span|div) class="arithmatex">.*?</\1>'),
                   re.compile(r'(?s)<[^>]*>')]
-_re_raw_math = re.compile(r'\\\(|\\\)|\\\[|\\\]|\$\$|\$[^$\s][^$<]*?[\\^_{}][^$<]*?\$')
+# delimiters left over, or a TeX command in plain text (`\frac`, `\partial`): what shows when markdown ate a `\[`
+_re_raw_math = re.compile(r'\\\(|\\\)|\\\[|\\\]|\$\$|\$[^$\s][^$<]*?[\\^_{}][^$<]*?\$|\\[A-Za-z]{2,}\b')
 
 def raw_maths(html_text:str) -> list[str]:
-    "Maths delimiters left in a page's HTML outside code and outside arithmatex's elements: maths nobody will render."
+    """Maths left in a page's HTML outside code and outside arithmatex's elements, which nobody will render: its
+    delimiters, or TeX commands (`\\frac`) whose delimiters markdown has eaten (a `\\[` inside a paragraph)."""
     for r in _re_unrendered: html_text = r.sub(' ', html_text)
     text = html.unescape(html_text)
     return [text[max(0, m.start()-30):m.end()+30].replace('\n', ' ') for m in _re_raw_math.finditer(text)]
