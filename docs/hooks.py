@@ -628,24 +628,37 @@ def learner_writes(cls, base) -> list[str]:
     "The Learner attributes that the code of `cls` (and of its bases up to `base`) assigns: `learn.xb = ...`."
     import inspect, textwrap
     res = []
+    def sources(c):
+        "The class's body, and each of its methods defined elsewhere (a `@patch` from the same or a later cell)."
+        yield c
+        for f in vars(c).values():
+            f = getattr(f, 'fget', f)
+            if inspect.isfunction(f): yield f  # (one in the body is read twice: the names are deduplicated)
     for c in cls.__mro__:
         if c is base or c is object or not c.__module__.startswith(base.__module__.split('.')[0]): continue
-        try: tree = ast.parse(textwrap.dedent(inspect.getsource(c)))
-        except (OSError, TypeError, SyntaxError): continue
-        aliases = {'learn'}  # `learn = self.learn`, then `learn.x = ...`
-        for n in ast.walk(tree):
-            if isinstance(n, ast.Assign) and isinstance(n.value, ast.Attribute) and n.value.attr == 'learn':
-                aliases |= {t.id for t in n.targets if isinstance(t, ast.Name)}
-        def is_learn(v): return (isinstance(v, ast.Name) and v.id in aliases) or \
-            (isinstance(v, ast.Attribute) and v.attr == 'learn' and isinstance(v.value, ast.Name) and v.value.id == 'self')
-        for n in ast.walk(tree):
-            targets = n.targets if isinstance(n, ast.Assign) else [n.target] if isinstance(n, (ast.AugAssign, ast.AnnAssign)) else []
-            for t in targets:
-                for e in (t.elts if isinstance(t, ast.Tuple) else [t]):
-                    if isinstance(e, ast.Attribute) and is_learn(e.value) and not e.attr.startswith('_'): res.append(e.attr)
-            if isinstance(n, ast.Call) and getattr(n.func, 'id', None) == 'setattr' and len(n.args) >= 2 \
-                    and is_learn(n.args[0]) and isinstance(n.args[1], ast.Constant): res.append(str(n.args[1].value))
+        for obj in sources(c): res += _writes(obj)
     return list(dict.fromkeys(res))
+
+def _writes(obj) -> list[str]:
+    "The Learner attributes that the source of `obj` (a class or a function) assigns: `learn.xb = ...`."
+    import inspect, textwrap
+    res = []
+    try: tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
+    except (OSError, TypeError, SyntaxError): return res
+    aliases = {'learn'}  # `learn = self.learn`, then `learn.x = ...`
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Assign) and isinstance(n.value, ast.Attribute) and n.value.attr == 'learn':
+            aliases |= {t.id for t in n.targets if isinstance(t, ast.Name)}
+    def is_learn(v): return (isinstance(v, ast.Name) and v.id in aliases) or \
+        (isinstance(v, ast.Attribute) and v.attr == 'learn' and isinstance(v.value, ast.Name) and v.value.id == 'self')
+    for n in ast.walk(tree):
+        targets = n.targets if isinstance(n, ast.Assign) else [n.target] if isinstance(n, (ast.AugAssign, ast.AnnAssign)) else []
+        for t in targets:
+            for e in (t.elts if isinstance(t, ast.Tuple) else [t]):
+                if isinstance(e, ast.Attribute) and is_learn(e.value) and not e.attr.startswith('_'): res.append(e.attr)
+        if isinstance(n, ast.Call) and getattr(n.func, 'id', None) == 'setattr' and len(n.args) >= 2 \
+                and is_learn(n.args[0]) and isinstance(n.args[1], ast.Constant): res.append(str(n.args[1].value))
+    return res
 
 def callbacks_page(mods:list, lib:str='fastfound', root:Path=ROOT) -> str:
     "The index of callbacks and the table of events, both from the code: what `Callback` subclasses the package has."
@@ -875,10 +888,19 @@ def on_page_content(html_text, page, config, files):
 
 _re_topic = re.compile(r'(<div class="md-header__topic">\s*<span class="md-ellipsis">\s*)([^<]*?)(\s*</span>)')
 
-def with_version(output:str, version:str) -> str:
-    "The site's name in the header, followed by the version from settings.ini."
+def version_label(version:str, changelog:str='') -> str:
+    """The version the site documents: settings.ini's, or, when the changelog's newest section is "Unreleased",
+    that version followed by the changes made since (`v0.1.0+unreleased`), as the changelog says."""
+    top = next((l[3:].strip() for l in changelog.splitlines() if l.startswith('## ')), '')
+    return f'v{version}+unreleased' if top.lower() == 'unreleased' else f'v{version}'
+
+def with_version(output:str, version:str, changelog:str='') -> str:
+    "The site's name in the header, followed by the version (`version_label`)."
     if not version: return output
-    badge = f'<span class="ff-version" title="fastfound version">v{html.escape(version)}</span>'
+    label = version_label(version, changelog)
+    tip = (f'fastfound {version} and the unreleased changes in the changelog' if label.endswith('+unreleased')
+           else 'fastfound version')
+    badge = f'<span class="ff-version" title="{html.escape(tip)}">{html.escape(label)}</span>'
     return _re_topic.sub(lambda m: m.group(1) + m.group(2) + ' ' + badge + m.group(3), output, count=1)
 
 def on_post_page(output, page, config):
@@ -886,7 +908,7 @@ def on_post_page(output, page, config):
     if bad := raw_maths(output):
         from mkdocs.exceptions import PluginError
         raise PluginError(f'{page.file.src_uri}: maths that will show raw (fix the markdown): {bad[:3]}')
-    return with_version(output, _site.version if _site else '')
+    return with_version(output, _site.version if _site else '', (_site.extra.get('changelog.md', '') if _site else ''))
 
 def on_serve(server, config, builder):
     server.watch(str(_site.nbs))
