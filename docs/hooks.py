@@ -463,7 +463,7 @@ class Renderer:
         mime = next((m for m in self.mimes if m in data), None)
         if mime is None: return ''
         val = data[mime]
-        if mime == 'text/markdown': return _text(val).strip()
+        if mime == 'text/markdown': return _re_link.sub(self.nb_link, _text(val)).strip()  # (a table of chapters)
         if mime in self.exts:
             raw = _text(val).encode() if mime == 'image/svg+xml' else base64.b64decode(_text(val))
             return self.figure(raw, self.exts[mime], i, j, self.alt)
@@ -534,6 +534,9 @@ def md_escape(text:str) -> str:
 
 # --- the site ------------------------------------------------------------------------------------------------
 
+# A reference page ranks above a chapter that mentions the same name: searching `lr_find` finds its entry first.
+API_FRONT = '---\nsearch:\n  boost: 4\n---\n\n'
+
 def api_page(m:Module, nb_page:Page|None, mods:list=()) -> str:
     intro = f'Introduced in [{md_escape(nb_page.title)}](../{nb_page.uri}).\n\n' if nb_page else ''
     if m.adds:
@@ -543,8 +546,8 @@ def api_page(m:Module, nb_page:Page|None, mods:list=()) -> str:
         if m.reexports:
             intro += ('It defines nothing of its own: it re-exports the public names of ' +
                       ', '.join(f'[`{n}`]({o.uri[4:]})' for n in m.reexports for o in mods if o.name == n) + '.\n\n')
-        return f'# `{m.name}`\n\n{intro}::: {m.name}\n    options:\n      members: false\n'
-    return f'# `{m.name}`\n\n{intro}::: {m.name}\n'
+        return f'{API_FRONT}# `{m.name}`\n\n{intro}::: {m.name}\n    options:\n      members: false\n'
+    return f'{API_FRONT}# `{m.name}`\n\n{intro}::: {m.name}\n'
 
 def api_index(mods:list, by_mod:dict) -> str:
     rows = ['| module | notebook | public names |', '|---|---|---|']
@@ -795,7 +798,7 @@ class Site:
         mod = next((m for m, q in self.by_mod.items() if q is p), None)
         if m := next((m for m in self.mods if m.name == mod), None): bits.append(f'API reference: [`{mod}`]({m.uri})')
         if self.git_url: bits.append(f'source: [`nbs/{p.src.name}`]({self.git_url}/blob/{self.branch}/nbs/{p.src.name})')
-        if p.uri != 'index.md': bits.append(f'download: [`{p.src.name}`]({NB_DIR}/{p.src.name}){{download="{p.src.name}"}}')
+        if p.uri != 'index.md': bits.append(f'[download this notebook]({NB_DIR}/{p.src.name}){{download="{p.src.name}"}}')
         return ('\n\n<p class="nb-footer" markdown>' + ' · '.join(bits) + '</p>\n') if bits else ''
 
     def readme(self, site_url:str='') -> str|None:
