@@ -571,7 +571,6 @@ def test_search_finds_the_entry_first(browser, server, query, anchor, within):
     assert '/api/' in hits[0], f'searching {query!r}: the first result is {hits[0]}, not a reference page'
     assert any(h.endswith(anchor) for h in entries[:within]), \
         f'searching {query!r}: the entry is not among the first {within}: {entries[:3]}'
-    assert not any('Source code in' in h for h in hits)
 
 def test_shots_for_people(browser, server, pages):
     "Screenshots of the linear-gradients page's maths and of an exercise's failing answer, for people to look at."
