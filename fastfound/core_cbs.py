@@ -36,7 +36,7 @@ class DeviceCB(Callback):
         if hasattr(self.model, 'to'): self.model.to(self.device)
     def before_train(self):
         "Trust a loader that says it yields batches on this device; move each batch of any other."
-        self._move = getattr(self.learn.dl, 'device', None) != self.device
+        self._move = getattr(self.dl, 'device', None) != self.device
     def before_validate(self): self.before_train()
     def before_batch(self):
         if not self._move: return
@@ -97,7 +97,7 @@ class MetricsCB(Callback):
 
     def before_fit(self):
         pairs = named_metrics(self.metrics or self.learn.metrics)
-        self.names, ms, self._dev = [n for n, _ in pairs], [m for _, m in pairs], self.learn.device
+        self.names, ms, self._dev = [n for n, _ in pairs], [m for _, m in pairs], self.device
         def prep(m):
             if not is_metric_obj(m): return m
             m = copy.deepcopy(m)
@@ -110,7 +110,7 @@ class MetricsCB(Callback):
 
     def _reset(self):
         self._n, self._loss = 0, torch.zeros((), device=self._dev)
-        self._cur = self._ms[self.learn.training]
+        self._cur = self._ms[self.training]
         self._sums = [None] * len(self._cur)
         for m in self._cur:
             if is_metric_obj(m): m.reset()
@@ -132,7 +132,7 @@ class MetricsCB(Callback):
                 self._sums[i] = v * n if self._sums[i] is None else self._sums[i].add_(v, alpha=n)
 
     def _finish(self):
-        phase = 'train' if self.learn.training else 'valid'
+        phase = 'train' if self.training else 'valid'
         fns = [s for m, s in zip(self._cur, self._sums) if not is_metric_obj(m)]
         if world_size() > 1:  # the sums and counts of every rank, summed: the same numbers on each
             z = self._loss.new_zeros(())
@@ -188,13 +188,13 @@ class Recorder(Callback):
         self._pend = []
 
     def before_epoch(self):
-        if not self.learn.epoch:  # a fresh history; a resumed fit starts later and carries on
+        if not self.epoch:  # a fresh history; a resumed fit starts later and carries on
             self.losses, self.lrs, self.values, self.iters, self.hps = [], [], [], [], {}
         for k in self._keys: self.hps.setdefault(k, [])
 
     def after_batch(self):
-        self._pend.append(self.learn.loss.detach())
-        if not self._keys: return self.lrs.append(self.learn.lr)
+        self._pend.append(self.loss.detach())
+        if not self._keys: return self.lrs.append(self.lr)
         # the last group: the head, at the full rate (a resume replaces groups)
         pg = self.opt.param_groups[-1]
         self.lrs.append(pg['lr'])
@@ -205,7 +205,7 @@ class Recorder(Callback):
         self._pend = []
 
     def after_epoch(self):
-        self.values.append(dict(self.learn.epoch_stats))
+        self.values.append(dict(self.epoch_stats))
         self.iters.append(len(self.losses))
 
     def state_dict(self):
@@ -286,9 +286,9 @@ class ProgressCB(Callback):
     def after_batch(self):
         if self.pb is None: return
         now = time.perf_counter()
-        if self.learn.training and now - self._last > 0.5:
-            self.pb.comment, self._last = f'loss {self.learn.loss.item():.4f}', now
-        self.pb.update(self.learn.iter + 1)
+        if self.training and now - self._last > 0.5:
+            self.pb.comment, self._last = f'loss {self.loss.item():.4f}', now
+        self.pb.update(self.iter + 1)
 
     def _table(self, s:dict):
         "Write the row of stats `s` (and the header before the first row)."
@@ -303,8 +303,8 @@ class ProgressCB(Callback):
         self._header = True
 
     def after_epoch(self):
-        self._table(self.learn.epoch_stats)
-        rec = next((c for c in self.learn.cbs if isinstance(c, Recorder)), None)
+        self._table(self.epoch_stats)
+        rec = next((c for c in self.cbs if isinstance(c, Recorder)), None)
         if self._bars and self.plot and rec is not None and rec.losses:
             vs = [(i, v['valid_loss']) for i, v in zip(rec.iters, rec.values) if 'valid_loss' in v]
             self.mbar.update_graph([(range(len(rec.losses)), rec.losses)]
@@ -327,7 +327,7 @@ class Resume(Callback):
 
     def _find(self)->Path|None:
         if self.path is not True: return Path(self.path)
-        offered = [p for c in self.learn.cbs if (p := c.resume_file()) is not None]
+        offered = [p for c in self.cbs if (p := c.resume_file()) is not None]
         if not offered:
             raise ValueError('resume=True needs a Checkpoint callback to know where to look; pass '
                              'a path instead')
@@ -337,8 +337,8 @@ class Resume(Callback):
         path = self._find()
         if path is None: return  # nothing saved yet: a fresh start
         self.learn.load_state_dict(read_checkpoint(path, ('train',)), path)
-        if self.learn.start_epoch >= self.learn.n_epochs:
-            warnings.warn(f'{path} was saved after epoch {self.learn.start_epoch - 1}; '
-                          f'fit({self.learn.n_epochs}) has no epochs left to run')
+        if self.start_epoch >= self.n_epochs:
+            warnings.warn(f'{path} was saved after epoch {self.start_epoch - 1}; '
+                          f'fit({self.n_epochs}) has no epochs left to run')
 
     def cleanup_fit(self): self.learn.start_epoch = 0

@@ -52,7 +52,7 @@ class Gather(Callback):
         self.total = torch.zeros(())
 
     def before_validate(self):
-        self._lf = _unreduced(self.learn.loss_func) if self.with_loss else None
+        self._lf = _unreduced(self.loss_func) if self.with_loss else None
 
     def before_batch(self):
         if self.device is not None:

@@ -127,7 +127,7 @@ class ParamScheduler(Callback):
 
     def _total(self):
         if self.n_steps is not None: return self.n_steps
-        try: return self.learn.n_epochs * len(self.learn.dls.train)
+        try: return self.n_epochs * len(self.dls.train)
         except TypeError:
             raise ValueError('the training loader has no len(): '
                              'pass ParamScheduler(..., n_steps=...)') from None
@@ -136,10 +136,10 @@ class ParamScheduler(Callback):
         self.n = n = self._total()
         last = max(n-1, 1)
         tabs = {k: [f(i/last) for i in range(n)] for k,f in self.scheds.items()}
-        if self.learn.opt is None:
+        if self.opt is None:
             raise ValueError('ParamScheduler needs an optimizer (this Learner has opt_func=None)')
-        self.sets,self.beta_sets,mults = [],[],lr_mults(self.learn.opt)
-        for g,pg in enumerate(self.learn.opt.param_groups):
+        self.sets,self.beta_sets,mults = [],[],lr_mults(self.opt)
+        for g,pg in enumerate(self.opt.param_groups):
             for k,tab in tabs.items():
                 key = _hp_key(pg, k)
                 if key == 'betas': self.beta_sets.append((g, tab))
@@ -154,7 +154,7 @@ class ParamScheduler(Callback):
     def before_batch(self):
         i = self.i if self.i < self.n else self.n-1
         # looked up each time: loading an optimizer state replaces its groups
-        pgs = self.learn.opt.param_groups
+        pgs = self.opt.param_groups
         for g,k,tab in self.sets: pgs[g][k] = tab[i]
         for g,tab in self.beta_sets: pgs[g]['betas'] = (tab[i], pgs[g]['betas'][1])
         self.i += 1
@@ -254,20 +254,20 @@ class LRFinder(Callback):
         self.stop_div,self.beta = stop_div,beta
 
     def before_fit(self):
-        if not hasattr(self.learn.opt, 'param_groups'):
+        if not hasattr(self.opt, 'param_groups'):
             raise TypeError(f"the LR finder sets the rate in the optimizer's param_groups, which "
-                            f'{type(self.learn.opt).__name__} lacks')
+                            f'{type(self.opt).__name__} lacks')
         self.lrs,self.losses,self.raw = [],[],[]
         self.avg,self.best = 0.,math.inf
         self.tab = [self.sched(i/(self.num_it-1)) for i in range(self.num_it)]
 
     def before_batch(self):
         lr = self.tab[len(self.lrs)]
-        for pg in self.learn.opt.param_groups: pg['lr'] = lr * pg.get('lr_mult', 1.)
+        for pg in self.opt.param_groups: pg['lr'] = lr * pg.get('lr_mult', 1.)
 
     def after_batch(self):
         # over every rank: one sweep, one decision to stop
-        loss = mean_all(self.learn.loss.detach()).item()
+        loss = mean_all(self.loss.detach()).item()
         self.lrs.append(self.tab[len(self.lrs)])
         self.raw.append(loss)
         self.avg = self.beta*self.avg + (1-self.beta)*loss
