@@ -120,8 +120,8 @@ class Learner:
         cbs = [c() if isinstance(c, type) else c for c in listify(cbs)]
         if default_cbs:
             # the module's function: the flag `default_cbs` hides its name here
-            own = core_cbs.default_cbs()
-            cbs = [d for d in own if not any(type(c) is type(d) for c in cbs)] + cbs
+            defaults = core_cbs.default_cbs()
+            cbs = [d for d in defaults if not any(type(c) is type(d) for c in cbs)] + cbs
         if self.metrics and not any(isinstance(c, MetricsCB) for c in cbs):
             raise ValueError('metrics are computed by MetricsCB: '
                              'with default_cbs=False, add MetricsCB() to cbs')
