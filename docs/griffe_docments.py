@@ -227,21 +227,6 @@ def loop_names(pkg:str='fastfound') -> tuple[tuple, tuple]:
         if hasattr(m, 'EVENTS'): return tuple(m.EVENTS), tuple(getattr(m, 'PIECES', ()))
     return (), ()
 
-# --- a name a module re-exports from another module of the package is documented once, where it is defined --------
-
-def drop_reexports(mods:list):
-    """Leave out of each module's documented exports the names it imports from another module of the package (a
-    name kept at its old path, `fastfound.learner.DeviceCB`, is documented at `fastfound.core_cbs.DeviceCB`)."""
-    for m in mods:
-        if not m.exports: continue
-        pkg = m.path.split('.')[0]
-        def elsewhere(n):
-            o = m.members.get(n)
-            if o is None or not o.is_alias: return False
-            t = o.target_path
-            return t.split('.')[0] == pkg and t.rsplit('.', 1)[0] != m.path
-        m.exports = [n for n in m.exports if not elsewhere(n)]
-
 # --- private methods the reader never calls, special methods without a docstring: left out -----------------------
 
 def hide_noise(obj):
@@ -252,7 +237,6 @@ def hide_noise(obj):
 class Docments(griffe.Extension):
     def on_package(self, *, pkg, **kwargs):
         mods = [o for o in _walk(pkg) if o.is_module]
-        drop_reexports(mods)
         move_patched(mods)
         show_values(mods)
         hide_noise(pkg)
