@@ -308,3 +308,9 @@ def main(argv:list|None=None)->int:
         print(f'{f.prog}: error: {msg}'.replace('\n', ' '), file=sys.stderr)
         return 1
     return 0
+
+# %% ../nbs/12_cli.ipynb #53ab4ee1
+from .compat import deprecated_names
+__getattr__ = deprecated_names(__name__, {
+    **dict.fromkeys(['MODELS', 'mlp', 'conv', 'cnn'], 'fastfound.models'),
+    'atomic_write': 'fastfound.files'})

@@ -361,3 +361,7 @@ def fashion_mnist_dls(bs:int=256, # training batch size
     return DataLoaders.from_tensors(xt, yt, xv, yv, bs, device=device, norm=FMNIST_STATS,
                                     vocab=FMNIST_CLASSES,
                                     shape=(1, 28, 28) if conv else (784,), **kwargs)
+
+# %% ../nbs/05_data.ipynb #bc850813
+from .compat import deprecated_names
+__getattr__ = deprecated_names(__name__, {'file_mode': 'fastfound.files'})
