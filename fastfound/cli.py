@@ -25,11 +25,11 @@ from .interpret import ClassificationInterpretation
 from .ranks import gather_all, is_main
 from .schedule import *
 from .state import set_seed
-from .training import MixedPrecision
+from .training import MixedPrecision, fast_bf16
 
 # %% auto #0
-__all__ = ['BACKGROUND', 'parser', 'reuse_memory', 'UsageError', 'RunError', 'load_data', 'native_bf16', 'precision', 'recipe',
-           'describe', 'fit', 'main']
+__all__ = ['BACKGROUND', 'parser', 'reuse_memory', 'UsageError', 'RunError', 'load_data', 'precision', 'recipe', 'describe',
+           'fit', 'main']
 
 # %% ../nbs/12_cli.ipynb #e3509991
 def _number(kind, lo=0, hi=math.inf, strict=True):
@@ -162,18 +162,13 @@ def load_data(a:argparse.Namespace)->tuple:
            TensorLoader(xs, ys, 2*a.bs, **kw)
 
 # %% ../nbs/12_cli.ipynb #a10a238d
-def native_bf16()->bool:
-    "Whether this CPU has bfloat16 instructions (avx512_bf16 or AMX), by torch's own probes."
-    probes = ('_is_avx512_bf16_supported', '_is_amx_tile_supported')  # torch.cpu has no public ones
-    return any(getattr(torch.cpu, p, lambda: False)() for p in probes)
-
 def precision(device:torch.device, # where the model trains
               choice:str='auto', # `--precision`: 'auto', 'float32' or 'bfloat16'
              )->torch.dtype:
-    "The autocast dtype: bfloat16 on CUDA and on CPUs with bfloat16 instructions, else float32."
+    """The autocast dtype: bfloat16 where it is native (`fast_bf16`: CUDA, CPUs with bfloat16
+    instructions), else float32."""
     if choice != 'auto': return getattr(torch, choice)
-    fast = torch.device(device).type == 'cuda' or native_bf16()
-    return torch.bfloat16 if fast else torch.float32
+    return torch.bfloat16 if fast_bf16(device) else torch.float32
 
 def recipe(a:argparse.Namespace)->dict:
     "What the run `a` trains, with the defaults filled in."

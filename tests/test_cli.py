@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest, torch
 
 from fastfound.checkpoint import load_learner
-from fastfound.cli import describe, main, native_bf16, parser, precision, recipe, reuse_memory
+from fastfound.cli import describe, main, parser, precision, recipe, reuse_memory
+from fastfound.training import native_bf16
 from fastfound.data import FMNIST_FILES, SAMPLE_PATH
 from fastfound.models import CNN_WIDTH, cnn, mlp
 
