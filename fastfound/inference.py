@@ -10,7 +10,7 @@ import torch
 from fastcore.basics import patch
 from torch import Tensor, nn
 from .data import prep_inputs
-from .events import Callback
+from .events import Callback, note
 from .learner import Learner, MetricsCB, is_metric_obj, named_metrics, to_device
 
 # %% auto #0
@@ -142,7 +142,7 @@ def predict_one(self:Learner, x, # one item without its batch dimension: a tenso
                 prep:bool|None=None, # the training loader's preprocessing; `None`: if `uint8` (raw)
                ): # the model's output for it, on the CPU
     """The model's output for a single item, prepared as the loader prepared the training data; or
-    its class."""
+    its class. A custom `split` gets the item alone (batched, no label) and must set `yb = None`."""
     xb, f = _batch1(x), _prep(self)
     if prep and (f is None or not isinstance(xb, Tensor)):
         raise ValueError('prep=True needs a tensor item and a loader with `prep` '
@@ -152,8 +152,11 @@ def predict_one(self:Learner, x, # one item without its batch dimension: a tenso
     g = Gather(device=self.device)
     own = any('split' in c.pieces and c.in_preds for c in self.cbs)
     split = own or type(self).split is not Learner.split
-    # a custom split gets the item itself
-    self.run_pass([xb if split else (xb, None)], _pass_cbs(self, g))
+    try: self.run_pass([xb if split else (xb, None)], _pass_cbs(self, g))
+    except (KeyError, IndexError, TypeError) as e:  # a split that expected a label, most likely
+        if split: note(e, 'predict_one gives a custom split the item alone, batched, without a '
+                          'label: its split must set yb = None when there is none')
+        raise
     out = g.result()[0][0]
     if not decoded: return out
     probs = out.float().softmax(-1)
