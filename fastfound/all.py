@@ -6,8 +6,8 @@
 __all__ = []
 
 # %% ../nbs/14_all.ipynb #ae97c40f
-from . import (augment, callbacks, checkpoint, data, events, files, hooks, inference, init,
-                       interpret, learner, models, schedule, state, training)
+from . import (augment, callbacks, checkpoint, data, ema, events, files, hooks, inference,
+                       init, interpret, learner, models, schedule, state, training)
 from . import distributed as _distributed
 # imported by name, not starred: `rank`, `broadcast` are generic
 from . import ranks  # noqa: F401
@@ -23,6 +23,7 @@ from .hooks import *
 from .checkpoint import *
 from .inference import *
 from .training import *
+from .ema import *
 from .models import *
 from .distributed import *
 from .augment import *
@@ -30,5 +31,5 @@ from .interpret import *
 
 _mods = (init, files, state, data, events, learner, callbacks, schedule, hooks, checkpoint,
          inference,
-         training, models, augment, _distributed, interpret)
+         training, ema, models, augment, _distributed, interpret)
 __all__ = [n for m in _mods for n in m.__all__]

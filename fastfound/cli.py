@@ -15,6 +15,7 @@ from .augment import BatchTransform, flip_shift_views, random_crop, random_flip
 from .callbacks import CSVLogger
 from .checkpoint import *
 from .distributed import DistributedCB, launch, process_group
+from .ema import EMA
 from .data import (FMNIST_CLASSES, FMNIST_FILES, FMNIST_STATS, DataLoaders, TensorLoader,
                             default_device, fashion_mnist_path, load_fashion_mnist)
 from .events import Callback
@@ -82,6 +83,9 @@ def parser()->argparse.ArgumentParser:
     f.add_argument('--precision', choices=('auto', 'float32', 'bfloat16'), default='auto',
                    help='auto: bfloat16 autocast on CUDA and on CPUs with bfloat16 instructions, '
                    'else float32 (default: auto)')
+    f.add_argument('--ema', type=_number(float, hi=0.99999, strict=False), default=0.,
+                   metavar='DECAY', help='validate, test and save an exponential moving average of '
+                   'the weights with this decay, e.g. 0.999; 0: off (default: %(default)s)')
     f.add_argument('--compile', action=Bool, default=False,
                    help='torch.compile the model: it pays on CUDA for long runs (default: off)')
     f.add_argument('--data', type=Path, default=None, metavar='PATH',
@@ -178,7 +182,7 @@ def recipe(a:argparse.Namespace)->dict:
                 lr=a.lr or (1e-2 if conv else 3e-3), bs=a.bs,
                 dtype=precision(a.device, a.precision),
                 channels_last=conv, augment=a.augment and conv, tta=a.tta and conv,
-                compile=a.compile)
+                compile=a.compile, ema=a.ema)
 
 def describe(r:dict)->str:
     "The recipe in one line."
@@ -189,6 +193,7 @@ def describe(r:dict)->str:
              str(r['dtype']).removeprefix('torch.')]
     parts += [s for k, s in (('channels_last', 'channels-last'), ('augment', 'shift 1px + flip'),
                              ('tta', 'flip + shift TTA'), ('compile', 'torch.compile')) if r[k]]
+    if r.get('ema'): parts.append(f'EMA {r["ema"]:g}')
     return 'recipe: ' + ', '.join(parts) + '; AdamW, one cycle'
 
 # %% ../nbs/12_cli.ipynb #978ffb67
@@ -212,6 +217,7 @@ def _learner(a:argparse.Namespace, r:dict, dls:DataLoaders)->Learner:
     shift = partial(random_crop, pad=1, fill=BACKGROUND)
     if r['augment']: cbs.append(BatchTransform(compose(shift, random_flip)))
     if r['dtype'] != torch.float32: cbs.append(MixedPrecision(r['dtype'], a.device))
+    if r['ema']: cbs.append(EMA(r['ema']))
     opt = partial(torch.optim.AdamW, fused=True)  # one kernel for all the weights
     return Learner(model, dls, opt_func=opt, lr=r['lr'], metrics=accuracy, cbs=cbs)
 
