@@ -141,4 +141,4 @@ class EarlyStopping(Callback, Monitor):
 from .compat import deprecated_names
 __getattr__ = deprecated_names(__name__, dict.fromkeys(
     ['to_device', 'DeviceCB', 'accuracy', 'MetricsCB', 'Recorder', 'ProgressCB', 'default_cbs'],
-    'fastfound.learner'))
+    'fastfound.core_cbs'))

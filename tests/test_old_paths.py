@@ -7,7 +7,7 @@ functions, which fastcore's `patch` leaves as `None` in the module, so no progra
 import importlib, warnings
 import pytest
 
-F, S, L = 'fastfound.files', 'fastfound.state', 'fastfound.learner'
+F, S, L = 'fastfound.files', 'fastfound.state', 'fastfound.core_cbs'
 OLD = {  # old module: {name: new home}
     'callbacks': dict.fromkeys(['to_device', 'DeviceCB', 'accuracy', 'MetricsCB', 'Recorder', 'ProgressCB',
                                 'default_cbs'], L),
