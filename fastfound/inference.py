@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from .data import prep_inputs
 from .events import Callback, note
 from .learner import Learner
-from .core_cbs import MetricsCB, is_metric_obj, named_metrics, to_device
+from .core_cbs import MetricsCB, is_metric_obj, metric_values, named_metrics, to_device
 
 # %% auto #0
 __all__ = ['Gather']
@@ -170,13 +170,13 @@ def _metrics(learn:Learner)->list:
     mcb = next((c for c in learn.cbs if isinstance(c, MetricsCB)), None)
     return list(mcb.metrics) if mcb is not None and mcb.metrics else list(learn.metrics)
 
-def _score(m, preds:Tensor, targs:Tensor)->float:
-    if not is_metric_obj(m): return float(m(preds, targs))
+def _score(m, preds:Tensor, targs:Tensor):
+    if not is_metric_obj(m): return m(preds, targs)
     m = copy.deepcopy(m)
     if hasattr(m, 'to'): m = m.to('cpu')
     m.reset()
     m.update(preds, targs)
-    return float(m.compute())
+    return m.compute()
 
 @patch
 def validate(self:Learner, dl=None, # batches `(x, y)`; `None`: `dls.valid`
@@ -188,5 +188,5 @@ def validate(self:Learner, dl=None, # batches `(x, y)`; `None`: `dls.valid`
     self.run_pass(dl, g)
     preds, targs = g.result()
     res = {'loss': float(g.total / g.n)}
-    for n, m in named_metrics(_metrics(self)): res[n] = _score(m, preds, targs)
+    for n, m in named_metrics(_metrics(self)): res |= metric_values(n, _score(m, preds, targs))
     return res

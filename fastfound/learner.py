@@ -111,7 +111,7 @@ class Learner:
             raise TypeError(f'opt_func must build an optimizer, got {opt_func!r}; '
                             'give the learning rate as lr=')
         store_attr('model,dls,loss_func,opt_func,lr,splitter')
-        self.metrics, self.opt, self.cbs = list(listify(metrics)), None, []
+        self.metrics, self.opt, self.cbs = metric_list(metrics), None, []
         self.start_epoch = self.n_epochs = self.epoch = self.iter = 0
         self.training, self.dl, self.n_iter, self.epoch_stats = False, None, None, {}
         # set it (`learn.stop_training = True`) to stop after the current epoch

@@ -39,3 +39,22 @@ def test_metric_objects_on_two_ranks_equal_one_process(tmp_path):
     # the three agree with each other: the libraries compute the same accuracy over the same 1,001 samples
     assert want['valid_torchmetrics'] == pytest.approx(want['valid_accuracy'], abs=1e-6)
     assert want['valid_torcheval'] == pytest.approx(want['valid_accuracy'], abs=1e-6)
+
+
+def test_metric_collection_and_dict_results_give_a_column_per_key():
+    "torchmetrics' MetricCollection as `metrics=`: one metric, whose dict result gives `<name>_<key>` columns."
+    from torchmetrics import MetricCollection
+    from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+    coll = MetricCollection({'acc': MulticlassAccuracy(num_classes=3, average='micro'),
+                             'f1': MulticlassF1Score(num_classes=3)})
+    from fastfound.learner import Learner, ProgressCB
+    b = build()
+    learn = Learner(b.model, b.dls, metrics=[('m', coll)], cbs=ProgressCB(bars=False))
+    learn.fit(1, lr=0.)
+    s = learn.epoch_stats
+    assert {'train_m_acc', 'train_m_f1', 'valid_m_acc', 'valid_m_f1'} <= set(s)
+    v = learn.validate()
+    assert v['m_acc'] == pytest.approx(s['valid_m_acc'], abs=1e-6) and v['m_f1'] == pytest.approx(s['valid_m_f1'], abs=1e-6)
+    unnamed = Learner(b.model, b.dls, metrics=coll, cbs=ProgressCB(bars=False))  # a collection alone, unnamed
+    unnamed.fit(1, lr=0.)
+    assert unnamed.epoch_stats['valid_metric_collection_acc'] == pytest.approx(s['valid_m_acc'], abs=1e-6)
