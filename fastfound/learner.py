@@ -117,6 +117,7 @@ class Learner:
         # set it (`learn.stop_training = True`) to stop after the current epoch
         self.stop_training = False
         self.batch = self.xb = self.yb = self.preds = self.loss = None
+        self.running = False # a fit or a pass over data is under way
         cbs = [c() if isinstance(c, type) else c for c in listify(cbs)]
         if default_cbs:
             # the module's function: the flag `default_cbs` hides its name here
@@ -136,12 +137,8 @@ class Learner:
             if isinstance(cb, type): cb = cb()
             if not isinstance(cb, Callback): raise TypeError(f'{cb!r} is not a Callback')
             if any(c is cb for c in self.cbs): continue
-            if cb.learn is not None and cb.learn is not self:
-                raise ValueError(f'{cb!r} already belongs to another Learner: give each Learner '
-                                 'its own instance, or remove it from the other one first '
-                                 '(remove_cbs)')
             cb.check_pieces()
-            cb.learn = self
+            self._claim(cb)
             self.cbs.append(cb)
             if cb.name not in self.__dict__ and not hasattr(type(self), cb.name):
                 setattr(self, cb.name, cb)
@@ -152,8 +149,18 @@ class Learner:
         for cb in cbs:
             self.cbs = [c for c in self.cbs if c is not cb]
             if self.__dict__.get(cb.name) is cb: delattr(self, cb.name)
-            cb.learn = None
+            if cb.learn is self: cb.learn = None
         return self
+
+    def _claim(self, cb:Callback):
+        """Make `cb` work for this learner. A callback serves one learner after another (miniai's
+        one `cbs` list for several), but one at a time: not while another is running."""
+        other = cb.learn
+        if other is not None and other is not self and other.running:
+            raise ValueError(f'{cb!r} is in use by another Learner, which is running now (this one '
+                             'fits or predicts inside its fit): a callback serves one Learner at a '
+                             'time; give this one its own instance')
+        cb.learn = self
 
     @contextmanager
     @uninterrupted
@@ -202,7 +209,8 @@ class Learner:
         self.loss.backward()
 
     def step(self):
-        "One optimizer step."
+        """One optimizer step. A `step` that replaces this one returns `False` when the optimizer
+        did not step (then no `after_step`)."""
         self.opt.step()
 
     def zero_grad(self):
@@ -276,7 +284,10 @@ class Learner:
                 raise ValueError('without an optimizer (opt_func=None) a callback or subclass must '
                                  'replace step and zero_grad')
             self.n_epochs, self.stop_training = n_epochs, False
-            self._stage('fit', self._do_fit, CancelFitException, self._ev[True])
+            for c in self.cbs: self._claim(c)  # those another learner used since
+            self.running = True
+            try: self._stage('fit', self._do_fit, CancelFitException, self._ev[True])
+            finally: self.running = False
 
     # --- the stages
     def _stage(self, name:str, body, cancel:type, ev:dict):
@@ -331,8 +342,8 @@ class Learner:
                 if training:
                     backward()
                     if a_back: run_event('after_backward', a_back)
-                    step()
-                    if a_step: run_event('after_step', a_step)
+                    # a replaced `step` returns False when the optimizer did not step (GradAccum)
+                    if step() is not False and a_step: run_event('after_step', a_step)
                     zero_grad()
                 if after: run_event('after_batch', after)
             except CancelBatchException:
@@ -396,7 +407,9 @@ class Learner:
         cbs = [c() if isinstance(c, type) else c for c in listify(cbs)]
         with self.isolated(), torch.no_grad():
             self.cbs = [c for c in self.cbs if c.in_preds]
+            for c in self.cbs: self._claim(c)
             self.add_cbs(*cbs)
+            self.running = True  # `isolated` puts it back
             self._resolve()
             self.training, self.dl, self.n_iter = False, dl, n_batches(dl)
             if hasattr(self.model, 'train'): self.model.train(False)

@@ -123,9 +123,11 @@ class GradAccum(Callback):
             self.bs = bs
         self._pending = True  # from here on, this batch's gradients may be in the sum
 
-    def step(self):
+    def step(self)->bool: # whether the optimizer stepped: `after_step` runs only then
         self._pending, self.count, self.items = False, self.count + 1, self.items + self.bs
-        if self.count == self.n: self._flush()
+        if self.count < self.n and self.learn.iter + 1 != self.learn.n_iter: return False
+        self._flush()  # a full group, or the epoch's last batch
+        return True
     def _flush(self):
         if self.items != self.bs: self._scale(self.bs / self.items)
         self.opt.step()
@@ -136,7 +138,7 @@ class GradAccum(Callback):
         if self._pending: self._reset()
         if not self.count: self.opt.zero_grad()
 
-    def after_train(self):
+    def after_train(self):  # a loader without a length: the last group
         if self.count: self._flush()
     def cleanup_train(self):
         self._reset()

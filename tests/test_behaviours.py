@@ -259,11 +259,31 @@ def test_recorder_records_hyper_parameters():
 
 
 # bugs the miniai port found
-def test_callback_in_two_learners_is_an_error():
-    from fastfound.learner import Recorder
-    r = Recorder()
-    learner(cbs=[r, ProgressCB(bars=False)])
-    with pytest.raises(ValueError, match='already belongs to another Learner'): learner(cbs=[r])
+def test_one_cbs_list_serves_one_learner_after_another():
+    "miniai's habit: one `cbs` list for several Learners, each fitting in turn; each fit claims the callbacks back."
+    from fastfound.learner import DeviceCB, MetricsCB, Recorder, accuracy
+    cbs = [DeviceCB('cpu'), MetricsCB(accuracy), Recorder(), ProgressCB(bars=False)]
+    a = learner(cbs=cbs, default_cbs=False)
+    b = learner(nn.Linear(3, 2), cbs=cbs, default_cbs=False)
+    b.fit(1)
+    assert all(c.learn is b for c in cbs) and len(b.recorder.losses) == 3
+    a.fit(2)  # the first learner takes them back for its fit
+    assert all(c.learn is a for c in cbs) and len(a.recorder.losses) == 6 and a.recorder is b.recorder
+    assert 'valid_accuracy' in a.epoch_stats
+
+
+def test_a_callback_in_use_by_a_running_learner_is_refused():
+    "Two Learners at the same time (one fitting inside the other's fit) cannot share a callback."
+    from fastfound.learner import Callback, Recorder
+    r, seen = Recorder(), {}
+    class Inner(Callback):
+        def after_epoch(self):
+            with pytest.raises(ValueError, match='in use by another Learner, which is running now') as e:
+                learner(cbs=[r, ProgressCB(bars=False)])
+            seen['msg'] = str(e.value)
+    outer = learner(cbs=[r, ProgressCB(bars=False), Inner()])
+    outer.fit(1)
+    assert 'give this one its own instance' in seen['msg'] and r.learn is outer
 
 
 def test_lr_in_opt_func_position():

@@ -483,3 +483,16 @@ def test_bf16_cost_is_measured_once():
     from fastfound.training import bf16_cost
     c = bf16_cost()
     assert c > 0 and bf16_cost() is c  # cached: one measurement per process
+
+
+@pytest.mark.parametrize('n', [1, 3, 4])
+def test_after_step_fires_once_per_optimizer_step_under_accumulation(n):
+    "10 batches an epoch in groups of n: after_step as often as the optimizer really steps (the last group too)."
+    class Count(Callback):
+        def before_fit(self): self.events, self.steps, self._h = 0, 0, self.opt.register_step_post_hook(self._one)
+        def _one(self, *a): self.steps += 1
+        def after_step(self): self.events += 1
+        def cleanup_fit(self): self._h.remove()
+    c = Count()
+    learner(bs=8, n=80, cbs=[GradAccum(n), c]).fit(2)
+    assert c.events == c.steps == 2 * -(-10 // n)
