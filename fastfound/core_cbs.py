@@ -115,8 +115,15 @@ class MetricsCB(Callback):
     order, run_lr_find = -10, False
     def __init__(self, *metrics, # functions or update/compute/reset objects; none: `learn.metrics`
                  train_metrics:bool=True, # metrics on the training batches too (the loss always is)
+                 **named, # metrics by name, as miniai's `MetricsCB(accuracy=MulticlassAccuracy())`
                 ):
-        self.metrics, self.train_metrics = list(metrics), train_metrics
+        bad = [k for k, m in named.items() if not callable(m) and not is_metric_obj(m)]
+        if bad:
+            raise TypeError(f'MetricsCB got {bad}, which are not metrics: give metrics as '
+                            'MetricsCB(accuracy, ...), MetricsCB(name=metric) or (name, metric) '
+                            'pairs; the only option is train_metrics')
+        self.metrics = list(metrics) + list(named.items())
+        self.train_metrics = train_metrics
         named_metrics(self.metrics)
         self._n, self._cur, self.stats = 0, [], {}
 

@@ -89,6 +89,16 @@ def lr_mults(opt)->list:
         for pg in pgs: pg.setdefault('lr_mult', pg['lr'] / top if top else 1.)
     return [pg['lr_mult'] for pg in pgs]
 
+def _fit_kwargs(kw:dict):
+    "Refuse `fit`'s unknown keyword arguments, saying what to do instead of miniai's."
+    if tv := sorted(set(kw) & {'train', 'valid'}):
+        raise TypeError(f'fit() takes no {"/".join(tv)}= (miniai\'s fit(n, train, valid)): '
+                        'fit trains and then validates on dls.valid each '
+                        'epoch; to validate only use learn.validate(); to train without validating '
+                        'give the DataLoaders valid=None')
+    raise TypeError(f'fit() got unexpected keyword arguments {sorted(kw)}; it takes n_epochs, lr, '
+                    'cbs and resume')
+
 # %% ../nbs/06_learner.ipynb #9168f503
 class Learner:
     """Train `model` on `dls` with `loss_func` and an optimizer from `opt_func`; callbacks act at
@@ -138,6 +148,7 @@ class Learner:
             if not isinstance(cb, Callback): raise TypeError(f'{cb!r} is not a Callback')
             if any(c is cb for c in self.cbs): continue
             cb.check_pieces()
+            cb.check_events()
             self._claim(cb)
             self.cbs.append(cb)
             if cb.name not in self.__dict__ and not hasattr(type(self), cb.name):
@@ -266,8 +277,10 @@ class Learner:
             lr:float|slice|None=None, # a new learning rate, set on the optimizer too (`set_lr`)
             cbs=None, # callbacks for this fit only
             resume:Path|str|bool|None=None, # a training checkpoint; `True`: `Checkpoint`'s
+            **kwargs, # none: here to say what to do instead of miniai's `train=`, `valid=`
            ):
         "Train for `n_epochs`, continuing from the checkpoint `resume` when one is given."
+        if kwargs: _fit_kwargs(kwargs)
         if isinstance(n_epochs, bool) or not isinstance(n_epochs, numbers.Integral) or n_epochs < 1:
             raise ValueError(f'fit needs a whole number of epochs >= 1, got {n_epochs!r}')
         if lr is not None: _check_lr(lr)
@@ -455,9 +468,11 @@ class Learner:
                 if self.opt is None: self.create_opt()
                 load_opt_state(self.opt, d['opt'], d['opt_type'], path)  # checks all, then changes
             load_model_state(self.model, d['model'], path)
-        except BaseException:
+        except BaseException as e:
             self.opt = opt
             snap.restore()
+            if with_opt and isinstance(e, CheckpointError) and 'optimizer' in str(e):
+                note(e, f'to load the weights alone: learn.load({str(path)!r}, with_opt=False)')
             raise
         return self
 
