@@ -612,7 +612,8 @@ _WHEN = {'before': 'at the start of {a} {s}',
 _STEPS = {'after_pred': 'in every batch, after the model\'s forward pass (`learn.preds`)',
           'after_loss': 'in every batch, after the loss (`learn.loss`)',
           'after_backward': 'in a training batch, after the backward pass (the gradients)',
-          'after_step': 'in a training batch, after the optimizer\'s step, before the gradients are zeroed'}
+          'after_step': 'once per optimizer step, in the training batch that stepped, before the gradients are '
+                        'zeroed (every `n` batches under `GradAccum`; per batch: `after_backward`, `after_batch`)'}
 
 def _live(name:str, root:Path=ROOT):
     "Module `name` of the package, imported from this checkout (not some other install); the tables read it."

@@ -15,6 +15,7 @@ from .augment import BatchTransform, flip_shift_views, random_crop, random_flip
 from .callbacks import CSVLogger
 from .checkpoint import *
 from .distributed import DistributedCB, launch, process_group
+from .ema import EMA
 from .data import (FMNIST_CLASSES, FMNIST_FILES, FMNIST_STATS, DataLoaders, TensorLoader,
                             default_device, eval_loader, fashion_mnist_path,
                             load_fashion_mnist)
@@ -27,11 +28,11 @@ from .interpret import ClassificationInterpretation
 from .ranks import gather_all, is_main
 from .schedule import *
 from .state import set_seed
-from .training import MixedPrecision
+from .training import MixedPrecision, fast_bf16
 
 # %% auto #0
-__all__ = ['BACKGROUND', 'parser', 'reuse_memory', 'UsageError', 'RunError', 'load_data', 'native_bf16', 'precision', 'recipe',
-           'describe', 'fit', 'main']
+__all__ = ['BACKGROUND', 'parser', 'reuse_memory', 'UsageError', 'RunError', 'load_data', 'precision', 'recipe', 'describe',
+           'fit', 'main']
 
 # %% ../nbs/12_cli.ipynb #e3509991
 def _number(kind, lo=0, hi=math.inf, strict=True):
@@ -84,6 +85,9 @@ def parser()->argparse.ArgumentParser:
     f.add_argument('--precision', choices=('auto', 'float32', 'bfloat16'), default='auto',
                    help='auto: bfloat16 autocast on CUDA and on CPUs with bfloat16 instructions, '
                    'else float32 (default: auto)')
+    f.add_argument('--ema', type=_number(float, hi=0.99999, strict=False), default=0.,
+                   metavar='DECAY', help='validate, test and save an exponential moving average of '
+                   'the weights with this decay, e.g. 0.999; 0: off (default: %(default)s)')
     f.add_argument('--compile', action=Bool, default=False,
                    help='torch.compile the model: it pays on CUDA for long runs (default: off)')
     f.add_argument('--data', type=Path, default=None, metavar='PATH',
@@ -164,18 +168,13 @@ def load_data(a:argparse.Namespace)->tuple:
     return DataLoaders(train, valid), eval_loader(xs, ys, a.bs, **kw)
 
 # %% ../nbs/12_cli.ipynb #a10a238d
-def native_bf16()->bool:
-    "Whether this CPU has bfloat16 instructions (avx512_bf16 or AMX), by torch's own probes."
-    probes = ('_is_avx512_bf16_supported', '_is_amx_tile_supported')  # torch.cpu has no public ones
-    return any(getattr(torch.cpu, p, lambda: False)() for p in probes)
-
 def precision(device:torch.device, # where the model trains
               choice:str='auto', # `--precision`: 'auto', 'float32' or 'bfloat16'
              )->torch.dtype:
-    "The autocast dtype: bfloat16 on CUDA and on CPUs with bfloat16 instructions, else float32."
+    """The autocast dtype: bfloat16 where it is native (`fast_bf16`: CUDA, CPUs with bfloat16
+    instructions), else float32."""
     if choice != 'auto': return getattr(torch, choice)
-    fast = torch.device(device).type == 'cuda' or native_bf16()
-    return torch.bfloat16 if fast else torch.float32
+    return torch.bfloat16 if fast_bf16(device) else torch.float32
 
 def recipe(a:argparse.Namespace)->dict:
     "What the run `a` trains, with the defaults filled in."
@@ -185,7 +184,7 @@ def recipe(a:argparse.Namespace)->dict:
                 lr=a.lr or (1e-2 if conv else 3e-3), bs=a.bs,
                 dtype=precision(a.device, a.precision),
                 channels_last=conv, augment=a.augment and conv, tta=a.tta and conv,
-                compile=a.compile)
+                compile=a.compile, ema=a.ema)
 
 def describe(r:dict)->str:
     "The recipe in one line."
@@ -196,6 +195,7 @@ def describe(r:dict)->str:
              str(r['dtype']).removeprefix('torch.')]
     parts += [s for k, s in (('channels_last', 'channels-last'), ('augment', 'shift 1px + flip'),
                              ('tta', 'flip + shift TTA'), ('compile', 'torch.compile')) if r[k]]
+    if r.get('ema'): parts.append(f'EMA {r["ema"]:g}')
     return 'recipe: ' + ', '.join(parts) + '; AdamW, one cycle'
 
 # %% ../nbs/12_cli.ipynb #978ffb67
@@ -219,6 +219,7 @@ def _learner(a:argparse.Namespace, r:dict, dls:DataLoaders)->Learner:
     shift = partial(random_crop, pad=1, fill=BACKGROUND)
     if r['augment']: cbs.append(BatchTransform(compose(shift, random_flip)))
     if r['dtype'] != torch.float32: cbs.append(MixedPrecision(r['dtype'], a.device))
+    if r['ema']: cbs.append(EMA(r['ema']))
     opt = partial(torch.optim.AdamW, fused=True)  # one kernel for all the weights
     return Learner(model, dls, opt_func=opt, lr=r['lr'], metrics=accuracy, cbs=cbs)
 
@@ -310,3 +311,9 @@ def main(argv:list|None=None)->int:
         print(f'{f.prog}: error: {msg}'.replace('\n', ' '), file=sys.stderr)
         return 1
     return 0
+
+# %% ../nbs/12_cli.ipynb #53ab4ee1
+from .compat import deprecated_names
+__getattr__ = deprecated_names(__name__, {
+    **dict.fromkeys(['MODELS', 'mlp', 'conv', 'cnn'], 'fastfound.models'),
+    'atomic_write': 'fastfound.files'})
