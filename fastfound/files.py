@@ -38,13 +38,12 @@ _WHY = {errno.ENOSPC: 'the disk is full', errno.EDQUOT: 'the disk quota is used 
 
 def disk_error(e:OSError, # what the system said
                path:Path, # the file being written
-               kept:str|None=None, # what is left as it was; `None`: "any older <name>"
+               kept:str|None=None, # what is kept; `None`: "any older <name> is left as it was"
               )->OSError:
     "An `OSError` of `e`'s kind whose message names `path` and says in words what happened."
     why = _WHY.get(e.errno, e.strerror or str(e))
-    kept = f'any older {path.name} is' if kept is None else kept
-    return type(e)(e.errno, f'cannot write {path}: {why} ({e.strerror or e}); {kept} left as '
-                   'it was')
+    kept = f'any older {path.name} is left as it was' if kept is None else kept
+    return type(e)(e.errno, f'cannot write {path}: {why} ({e.strerror or e}); {kept}')
 
 def _discard(tmp:Path)->str:
     """Remove the temporary file `tmp`; `''`, or why it is still there. Never raises: on a read-only
@@ -92,7 +91,7 @@ class _Buffer(io.BytesIO):
     error = None
     def write(self, b):
         try: return super().write(b)
-        except BaseException as e:
+        except BaseException as e:  # nothing more here: memory is short
             self.error = e
             raise
 
@@ -102,9 +101,8 @@ def _serialise(obj, path:Path)->memoryview:
     try: torch.save(obj, buf)  # in memory: a full disk is then an OSError naming the file
     except Exception as e:  # torch reports a failed write as "unexpected pos 544960 vs 544912"
         if not isinstance(buf.error, MemoryError) and not isinstance(e, MemoryError): raise
-        raise MemoryError(f'cannot write {path}: out of memory while serialising it '
-                          f'({buf.tell():,} bytes so far); any older {path.name} is left as it '
-                          'was') from None
+        raise MemoryError(f'cannot write {path}: out of memory while serialising it; any older '
+                          f'{path.name} is left as it was') from None
     return buf.getbuffer()
 
 def atomic_save(obj, # anything `torch.save` takes
