@@ -6,7 +6,7 @@
 from __future__ import annotations
 import warnings
 from fastcore.basics import camel2snake
-from .state import uninterrupted
+from .interrupts import uninterrupted
 
 # %% auto #0
 __all__ = ['STAGES', 'STEP_EVENTS', 'EVENTS', 'PIECES', 'CancelFitException', 'CancelEpochException', 'CancelTrainException',

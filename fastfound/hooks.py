@@ -12,7 +12,8 @@ from torch.utils.flop_counter import FlopCounterMode
 import matplotlib.pyplot as plt
 from fastcore.basics import patch
 from .events import Callback
-from .learner import Learner, to_device
+from .learner import Learner
+from .core_cbs import to_device
 
 # %% auto #0
 __all__ = ['SummaryRow', 'Hook', 'Hooks', 'n_hooks', 'Summary', 'model_summary', 'watched_modules', 'HooksCallback',

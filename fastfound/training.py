@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from .data import default_device
 from .events import Callback, CancelBatchException, CancelFitException
-from .state import uninterrupted
+from .interrupts import uninterrupted
 
 # %% auto #0
 __all__ = ['NonFiniteError', 'NaNGuard', 'GradClip', 'GradAccum', 'MixedPrecision', 'CompileCB', 'SingleBatchCB', 'LRSchedulerCB']

@@ -19,7 +19,7 @@ from fastfound.events import Callback, CancelFitException
 from fastfound.files import FolderLock
 from fastfound.hooks import ActivationStats, n_hooks
 from fastfound.learner import Learner
-from fastfound.state import held
+from fastfound.interrupts import held
 from fastfound.training import GradClip, MixedPrecision
 
 PKG = str(Path(__import__('fastfound').__file__).parent)
