@@ -1,15 +1,15 @@
 """Issue 24, "Nothing lost, part 2": one test per defect the second adversarial run found (numbered as there), on a
 tiny model. Each failed on the code before the fix. The tests that need a read-only or a full file system mount a
 tmpfs in a private mount namespace (`unshare -m`, as root); elsewhere they are skipped."""
-import csv, errno, os, shutil, signal, subprocess, sys, textwrap
+import csv, os, re, shutil, signal, subprocess, sys, textwrap
 from pathlib import Path
 import pytest, torch
 from torch import nn
 from fastfound.callbacks import CSVLogger
 from fastfound.checkpoint import Checkpoint
 from fastfound.data import DataLoaders
-from fastfound.events import Callback, run_all
-from fastfound.files import FolderLock
+from fastfound.events import Callback, CancelFitException, run_all
+from fastfound.files import CheckpointError, FolderLock
 from fastfound.hooks import ActivationStats, n_hooks
 from fastfound.learner import Learner
 from fastfound.training import MixedPrecision
@@ -70,6 +70,31 @@ def test_1_folder_lock_release_cannot_be_split(tmp_path):
     assert each_line(make, code_named('release', file='files.py'), check) >= 3
 
 
+# 2. a Ctrl-C raised while a cancelled stage cleans up becomes a note on the cancel, and fit returns normally
+class StopFit(Callback):
+    def after_batch(self): raise CancelFitException
+
+class CtrlC(Callback):
+    "A real SIGINT, through the handler in place, in a cleanup of the epoch or the training phase."
+    def __init__(self, event): setattr(self, event, self.ctrl_c)
+    def ctrl_c(self): signal.raise_signal(signal.SIGINT)
+    def own(self, name): return self.ctrl_c if name in self.__dict__ else super().own(name)
+
+@pytest.mark.parametrize('event', ['cleanup_epoch', 'cleanup_train', 'cleanup_batch'])
+def test_2_a_ctrl_c_while_a_cancelled_stage_cleans_up_goes_on(event):
+    learn = tiny()
+    with pytest.raises(KeyboardInterrupt): learn.fit(2, cbs=[StopFit(), CtrlC(event)])
+    assert len(learn.recorder.losses) == 0 and learn.cbs[-1].__class__.__name__ == 'ProgressCB'
+
+def test_2_a_ctrl_c_at_the_end_of_lr_finds_sweep_goes_on():
+    learn = tiny()
+    learn.fit(1)
+    w = [p.detach().clone() for p in learn.model.parameters()]
+    learn.add_cbs(CtrlC('cleanup_epoch'))
+    with pytest.raises(KeyboardInterrupt): learn.lr_find(num_it=3, show_plot=False)
+    assert all(torch.equal(a, p) for a, p in zip(w, learn.model.parameters()))  # put back all the same
+
+
 # 3. a Ctrl-C between autocast's __enter__ and the flag leaves autocast on for the rest of the process
 def test_3_a_ctrl_c_never_leaves_autocast_on():
     def make():
@@ -99,6 +124,19 @@ def test_4_csv_matches_the_checkpoint_after_any_crash(tmp_path, every, die, orde
         tiny(cbs=[Checkpoint(ck, every=every), CSVLogger(log)]).fit(4, cbs=DieAt(die, order))
     tiny(cbs=[Checkpoint(ck, every=every), CSVLogger(log)]).fit(4, resume=True)
     assert epochs_logged(log) == [0, 1, 2, 3]
+
+
+# 5. a dangling or looping link at last.pt: resume=True starts from scratch and the first save replaces the link
+@pytest.mark.parametrize('target,why', [('gone.pt', 'is a symbolic link to gone.pt, which does not exist'),
+                                        ('last.pt', 'cannot be used as a checkpoint: its symbolic links form a loop')],
+                         ids=['dangling', 'loop'])
+def test_5_a_bad_link_at_last_pt_fails_the_resume(tmp_path, target, why):
+    ck = tmp_path/'ck'
+    ck.mkdir()
+    os.symlink(target, ck/'last.pt')
+    learn = tiny(cbs=Checkpoint(ck))
+    with pytest.raises(CheckpointError, match=re.escape(f'{ck/"last.pt"} ') + why): learn.fit(2, resume=True)
+    assert os.readlink(ck/'last.pt') == target and learn.recorder.losses == []
 
 
 # 6. a CSV row that hits ENOSPC: the partial row stays and a raw [Errno 28] escapes
@@ -163,6 +201,39 @@ def test_7_a_link_loop_is_refused_before_training(tmp_path):
     assert learn.recorder.losses == []
 
 
+# 8. learn.fit inside a fit is not refused: it wipes the Recorder, leaves n_epochs wrong, and a Checkpoint's folder busy
+class FitAgain(Callback):
+    order = 50  # after the Recorder took the epoch
+    def __init__(self, how): self.how = how
+    def after_epoch(self): self.how(self.learn)
+
+@pytest.mark.parametrize('how', [lambda l: l.fit(1), lambda l: l.lr_find(num_it=3, show_plot=False)],
+                         ids=['fit', 'lr_find'])
+def test_8_a_fit_inside_a_fit_is_refused(tmp_path, how):
+    learn = tiny(cbs=Checkpoint(tmp_path/'ck'))
+    with pytest.raises(RuntimeError, match='fit was called while this learner is fitting.*call fit again once'):
+        learn.fit(3, cbs=FitAgain(how))
+    assert [v['epoch'] for v in learn.recorder.values] == [0] and learn.n_epochs == 3
+    learn.fit(2)  # the folder is free, the learner as good as new
+    assert [v['epoch'] for v in learn.recorder.values] == [0, 1]
+
+
+# 9. fit(lr=0.5, resume=True) trains at the checkpoint's rate while learn.lr says 0.5
+class LRs(Callback):
+    run_valid = False
+    def before_fit(self): self.lrs = []
+    def after_batch(self): self.lrs.append(self.opt.param_groups[0]['lr'])
+
+def test_9_the_fits_lr_wins_over_the_checkpoints(tmp_path):
+    tiny(cbs=Checkpoint(tmp_path/'ck')).fit(1)
+    learn, spy = tiny(cbs=Checkpoint(tmp_path/'ck')), LRs()
+    learn.fit(3, lr=0.5, resume=True, cbs=spy)
+    assert learn.lr == 0.5 and len(spy.lrs) == 8 and set(spy.lrs) == {0.5}
+    learn, spy = tiny(cbs=Checkpoint(tmp_path/'ck')), LRs()
+    learn.fit(3, resume=True, cbs=spy)  # no lr: the checkpoint's
+    assert set(spy.lrs) == {0.1}
+
+
 # 10. errors that hide their cause: a read-only mount, out of memory while serialising
 RO = '''
 import sys, torch
@@ -192,3 +263,16 @@ def test_10_out_of_memory_while_serialising_names_the_cause(tmp_path):
     assert r.stdout.startswith(f'MemoryError cannot write {tmp_path/"big.pt"}: out of memory while serialising'), \
         r.stdout + r.stderr
     assert not (tmp_path/'big.pt').exists()
+
+def test_10_a_float_loss_is_a_clear_error():
+    learn = tiny(loss_func=lambda preds, yb: 0.5)
+    with pytest.raises(TypeError, match='the loss must be a scalar tensor, got a float'): learn.fit(1)
+
+@pytest.mark.parametrize('f,err,msg', [(lambda p, y: 0.5, TypeError, 'returned a float (0.5), not a tensor'),
+                                       (lambda p, y: 'good', TypeError, "returned a str ('good'), not a tensor"),
+                                       (lambda p, y: (p.argmax(1) == y).float(), ValueError,
+                                        'returned a tensor of shape (8,), not a scalar')],
+                         ids=['float', 'str', 'per-sample'])
+def test_10_a_bad_metric_is_named(f, err, msg):
+    def hits(preds, yb): return f(preds, yb)
+    with pytest.raises(err, match=re.escape(f"metric 'hits' {msg}")): tiny(metrics=hits).fit(1)
