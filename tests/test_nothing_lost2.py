@@ -226,10 +226,11 @@ class LRs(Callback):
 
 def test_9_the_fits_lr_wins_over_the_checkpoints(tmp_path):
     tiny(cbs=Checkpoint(tmp_path/'ck')).fit(1)
+    shutil.copytree(tmp_path/'ck', tmp_path/'ck2')
     learn, spy = tiny(cbs=Checkpoint(tmp_path/'ck')), LRs()
     learn.fit(3, lr=0.5, resume=True, cbs=spy)
     assert learn.lr == 0.5 and len(spy.lrs) == 8 and set(spy.lrs) == {0.5}
-    learn, spy = tiny(cbs=Checkpoint(tmp_path/'ck')), LRs()
+    learn, spy = tiny(cbs=Checkpoint(tmp_path/'ck2')), LRs()
     learn.fit(3, resume=True, cbs=spy)  # no lr: the checkpoint's
     assert set(spy.lrs) == {0.1}
 
