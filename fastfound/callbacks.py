@@ -54,6 +54,10 @@ class CSVLogger(Callback):
         "Open the log; cut it back as the checkpoint `r` saw it, else drop a row a crash cut short."
         self._fd = open_log(self.fname)
         size = os.fstat(self._fd).st_size
+        if r and r.get('name') != self.fname.name:  # another log: it is not cut
+            warnings.warn(f"the checkpoint's log was {r.get('name')}, this is {self.fname}: it is "
+                          "kept as it is, and the checkpoint's rows are not added")
+            r = None
         if r and (size < r['size'] or _whole_rows(self._fd, r['size']) != r['size']):
             warnings.warn(f'{self.fname} has changed since the checkpoint was saved: its rows are '
                           "kept, and the checkpoint's appended")
@@ -85,9 +89,13 @@ class CSVLogger(Callback):
         del self._rows[:n]
         self._seen = max(0, self._seen - n)
 
+    def _saved(self):
+        "Write the rows a checkpoint took, once it is on disk (else a resume starts afresh)."
+        if self._seen and any(p.exists() for p in self._ckpts): self._flush(self._seen)
+
     def before_epoch(self):
         if self._fd is None: self._open()
-        if self._seen and any(p.exists() for p in self._ckpts): self._flush(self._seen)  # saved
+        self._saved()  # the last epoch's checkpoint was written: its after_epoch did not fail
 
     def after_epoch(self):
         stats = self.learn.epoch_stats
@@ -104,18 +112,21 @@ class CSVLogger(Callback):
 
     def cleanup_fit(self):
         if self._fd is None: return
-        fd, self._fd = self._fd, None
-        os.close(fd)
+        try: self._saved()  # a cancel or an error after the last save: that save's rows
+        finally:
+            fd, self._fd = self._fd, None
+            os.close(fd)
 
     def state_dict(self):
         if self._fd is None: return {}  # not in a fit
         self._seen = len(self._rows)  # a checkpoint is taking them
-        return dict(size=self._size, rows=[[str(v) for v in r] for r in self._rows],
-                    fields=self._cols or [])
+        return dict(name=self.fname.name, size=self._size, fields=self._cols or [],
+                    rows=[[str(v) for v in r] for r in self._rows])
     def load_state_dict(self, sd):
         "Set the log back as the checkpoint saw it: cut to its length, then the rows it held back."
         self._open(sd)
-        self.cleanup_fit()  # the fit opens it again
+        fd, self._fd = self._fd, None
+        os.close(fd)  # the fit opens it again
 
 # %% ../nbs/07_callbacks.ipynb #2abcf5bd
 class Monitor:
