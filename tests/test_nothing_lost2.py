@@ -10,7 +10,6 @@ from fastfound.checkpoint import Checkpoint
 from fastfound.data import DataLoaders
 from fastfound.events import Callback, CancelFitException, run_all
 from fastfound.files import CheckpointError, FolderLock
-from fastfound.hooks import ActivationStats, n_hooks
 from fastfound.learner import Learner
 from fastfound.training import MixedPrecision
 from _sigint import code_named, each_line
@@ -168,7 +167,7 @@ print('unchanged' if log.read_bytes() == before else 'changed', len(before))
 
 @needs_mount
 def test_6_full_disk_mid_row_leaves_no_partial_row(tmp_path):
-    r = in_tmpfs(tmp_path, 'size=256k', f'import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n' + FULL)
+    r = in_tmpfs(tmp_path, 'size=256k', f'import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n' + FULL)
     err, state = r.stdout.splitlines()[-2:]
     assert err.startswith('OSError') and 'h.csv: the disk is full' in err, r.stdout + r.stderr
     assert state.startswith('unchanged 4091'), r.stdout + r.stderr
@@ -186,7 +185,7 @@ except ValueError as e: print(e, '| batches trained:', len(learn.recorder.losses
 
 @pytest.mark.parametrize('target', ['/dev/stdout', '/dev/zero'])
 def test_7_a_device_log_is_refused_before_training(target):
-    code = f'import resource, sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n' + FIT_TO
+    code = f'import resource, sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n' + FIT_TO
     code = code.replace('import sys\n', 'import sys\nresource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))\n', 1)
     try: r = python(code, target, timeout=60)  # its stdout a pipe, which nobody writes to
     except subprocess.TimeoutExpired: pytest.fail(f'CSVLogger({target!r}) blocked')
