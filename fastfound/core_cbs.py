@@ -4,7 +4,7 @@
 
 # %% ../nbs/05c_core_cbs.ipynb #76334ec8
 from __future__ import annotations
-import copy, inspect, math, numbers, time, warnings
+import copy, inspect, math, numbers, os, time, warnings
 from collections.abc import Mapping
 from pathlib import Path
 import torch
@@ -110,6 +110,15 @@ def metric_values(name:str, # the metric's name
     return {name: _number(name, v)}
 
 # %% ../nbs/05c_core_cbs.ipynb #1bce2849
+def _bad_metric(name:str, v):
+    "Raise the error for the metric `name`, whose function returned `v`, not a 0-dim tensor."
+    if isinstance(v, Tensor):
+        raise ValueError(f'metric {name!r} returned a tensor of shape {tuple(v.shape)}, not a '
+                         'scalar: return the mean over the batch, e.g. (preds.argmax(1) == '
+                         'yb).float().mean()')
+    raise TypeError(f'metric {name!r} returned a {type(v).__name__} ({v!r:.40}), not a tensor: '
+                    'compute it with torch, e.g. (preds.argmax(1) == yb).float().mean()')
+
 class MetricsCB(Callback):
     "Mean loss and metrics over each phase of each epoch, into `learn.epoch_stats`."
     order, run_lr_find = -10, False
@@ -160,7 +169,9 @@ class MetricsCB(Callback):
         for i, m in enumerate(self._cur):
             if is_metric_obj(m): m.update(preds, yb)
             else:
-                v = m(preds, yb).detach()
+                v = m(preds, yb)
+                if not isinstance(v, Tensor) or v.ndim: _bad_metric(self.names[i], v)
+                v = v.detach()
                 self._sums[i] = v * n if self._sums[i] is None else self._sums[i].add_(v, alpha=n)
 
     def _finish(self):
@@ -357,8 +368,9 @@ def default_cbs()->list:
 class Resume(Callback):
     "Continue a run from a training checkpoint; `fit(..., resume=...)` adds one for that fit."
     order, run_lr_find = 1000, False
-    def __init__(self, path:Path|str|bool=True): # a `train` file; `True`: the one a callback offers
-        self.path = path
+    def __init__(self, path:Path|str|bool=True, # a `train` file; `True`: the one a callback offers
+                 lr:float|slice|None=None, # a learning rate to set once the checkpoint is loaded
+                ): self.path, self.lr = path, lr
 
     def _find(self)->Path|None:
         if self.path is not True: return Path(self.path)
@@ -366,14 +378,16 @@ class Resume(Callback):
         if not offered:
             raise ValueError('resume=True needs a Checkpoint callback to know where to look; pass '
                              'a path instead')
-        return offered[0] if offered[0].exists() else None
+        # a link to nowhere, a loop or a folder we may not read is there: its load says why
+        return offered[0] if os.path.lexists(offered[0]) else None
 
     def before_fit(self):
         path = self._find()
-        if path is None: return  # nothing saved yet: a fresh start
-        self.learn.load_state_dict(read_checkpoint(path, ('train',)), path)
-        if self.start_epoch >= self.n_epochs:
-            warnings.warn(f'{path} was saved after epoch {self.start_epoch - 1}; '
-                          f'fit({self.n_epochs}) has no epochs left to run')
+        if path is not None:  # else nothing saved yet: a fresh start
+            self.learn.load_state_dict(read_checkpoint(path, ('train',)), path)
+            if self.start_epoch >= self.n_epochs:
+                warnings.warn(f'{path} was saved after epoch {self.start_epoch - 1}; '
+                              f'fit({self.n_epochs}) has no epochs left to run')
+        if self.lr is not None: self.learn.set_lr(self.lr)  # the fit's lr wins over the saved one
 
     def cleanup_fit(self): self.learn.start_epoch = 0

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_learner.ipynb #282e909a
 from __future__ import annotations
-import math, numbers
+import inspect, math, numbers
 from contextlib import contextmanager
 from pathlib import Path
 import torch
@@ -56,10 +56,22 @@ def _events(cbs, active)->dict:
     return {e: tuple(f for c in (cbs if e in _OUTER else active) if (f := c.own(e)) is not None)
             for e in EVENTS}
 
-def _leave(e:BaseException, event:str, fns):
-    "Run the cleanups `fns` of a stage that `e` is leaving; what they raise is noted on `e`."
-    try: run_all(event, fns)
-    except BaseException as c: note(e, f'while leaving, {event} raised {type(c).__name__}: {c}')
+def _in_fit(learn)->bool:
+    "Whether `learn.fit` runs further up the stack: a callback, or a hook, calling `fit`."
+    f = inspect.currentframe().f_back.f_back
+    while f is not None:
+        if f.f_code is Learner.fit.__code__ and f.f_locals.get('self') is learn: return True
+        f = f.f_back
+    return False
+
+def _bad_loss(loss):
+    "Raise the error for a loss that is not a scalar tensor."
+    if not isinstance(loss, Tensor):
+        raise TypeError(f'the loss must be a scalar tensor, got a {type(loss).__name__} '
+                        f'({loss!r}): compute it from the predictions with torch, so that it has '
+                        'a gradient')
+    raise ValueError(f'the loss must be a scalar, got shape {tuple(loss.shape)}: use a loss_func '
+                     'that reduces (e.g. reduction="mean")')
 
 _BATCH = ('before_batch', *STEP_EVENTS, 'after_batch', 'cleanup_batch')
 
@@ -274,7 +286,7 @@ class Learner:
 
     # --- fit
     def fit(self, n_epochs:int, # how many epochs in all (also when resuming)
-            lr:float|slice|None=None, # a new learning rate, set on the optimizer too (`set_lr`)
+            lr:float|slice|None=None, # a new learning rate, set on the optimizer (after `resume`'s)
             cbs=None, # callbacks for this fit only
             resume:Path|str|bool|None=None, # a training checkpoint; `True`: `Checkpoint`'s
             **kwargs, # none: here to say what to do instead of miniai's `train=`, `valid=`
@@ -283,9 +295,14 @@ class Learner:
         if kwargs: _fit_kwargs(kwargs)
         if isinstance(n_epochs, bool) or not isinstance(n_epochs, numbers.Integral) or n_epochs < 1:
             raise ValueError(f'fit needs a whole number of epochs >= 1, got {n_epochs!r}')
+        if _in_fit(self):
+            raise RuntimeError('fit was called while this learner is fitting (from a callback?): a '
+                               'fit cannot run inside another. To train more, call fit again once '
+                               'this one returns; to stop this one, set learn.stop_training = True '
+                               'or raise CancelFitException; for a side task, use another Learner')
         if lr is not None: _check_lr(lr)
         self._check_loaders()
-        cbs = listify(cbs) + ([] if resume is None or resume is False else [Resume(resume)])
+        cbs = listify(cbs) + ([] if resume is None or resume is False else [Resume(resume, lr)])
         with self.added_cbs(cbs):
             self._resolve()
             if lr is not None: self.lr = lr
@@ -308,9 +325,9 @@ class Learner:
             run_event('before_' + name, ev['before_' + name])
             body()
             run_event('after_' + name, ev['after_' + name])
-        except cancel: pass
-        except BaseException as e:
-            _leave(e, 'cleanup_' + name, ev['cleanup_' + name])
+        except BaseException as e:  # a cancel, an error or a Ctrl-C: the cleanups, then it goes on
+            run_all('cleanup_' + name, ev['cleanup_' + name], leaving=e)
+            if isinstance(e, cancel): return
             raise
         run_all('cleanup_' + name, ev['cleanup_' + name])
 
@@ -347,10 +364,7 @@ class Learner:
                 predict()
                 if a_pred: run_event('after_pred', a_pred)
                 get_loss()
-                if self.loss.ndim:
-                    raise ValueError('the loss must be a scalar, got shape '
-                                     f'{tuple(self.loss.shape)}: use a loss_func that reduces '
-                                     '(e.g. reduction="mean")')
+                if not isinstance(self.loss, Tensor) or self.loss.ndim: _bad_loss(self.loss)
                 if a_loss: run_event('after_loss', a_loss)
                 if training:
                     backward()
@@ -359,13 +373,12 @@ class Learner:
                     if step() is not False and a_step: run_event('after_step', a_step)
                     zero_grad()
                 if after: run_event('after_batch', after)
-            except CancelBatchException:
-                if training: zero_grad()
-            # an error or Ctrl-C: leave no half batch's gradients for the next fit
+            # a cancel, an error or a Ctrl-C: leave no half batch's gradients for the next fit
             except BaseException as e:
-                _leave(e, 'cleanup_batch', ((zero_grad,) if training else ()) + cleanup)
-                raise
-            if cleanup: run_all('cleanup_batch', cleanup)
+                run_all('cleanup_batch', ((zero_grad,) if training else ()) + cleanup, leaving=e)
+                if not isinstance(e, CancelBatchException): raise
+            else:
+                if cleanup: run_all('cleanup_batch', cleanup)
         if self.iter < 0:
             raise ValueError(f'dls.{"train" if training else "valid"} yielded no batches')
 

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from .data import default_device
 from .events import Callback, CancelBatchException, CancelFitException
+from .interrupts import uninterrupted
 
 # %% auto #0
 __all__ = ['NonFiniteError', 'NaNGuard', 'GradClip', 'GradAccum', 'native_bf16', 'fast_bf16', 'bf16_cost', 'MixedPrecision',
@@ -224,9 +225,11 @@ class MixedPrecision(_OptHooks):
         return [opt.register_step_pre_hook(self._unscale),
                 opt.register_step_post_hook(self._update)]
 
+    @uninterrupted  # a Ctrl-C waits until autocast is on and `_on` says so
     def before_batch(self):
         self.autocast.__enter__()
         self._on = True
+    @uninterrupted
     def _leave(self):
         self.autocast.__exit__(None, None, None)
         self._on = False
