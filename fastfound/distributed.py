@@ -4,22 +4,25 @@
 
 # %% ../nbs/11d_distributed.ipynb #e2013d5e
 from __future__ import annotations
-import os, socket, subprocess, sys
+import copy, os, socket, subprocess, sys, threading, time
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 import torch
 import torch.distributed as dist
+from torch import nn
 from fastcore.basics import patch
 from torch.nn.parallel import DistributedDataParallel
 from .events import Callback, note
 from .events import CancelEpochException, CancelFitException, CancelTrainException
-from .learner import Learner
+from .events import CancelValidateException
+from .files import read_checkpoint
+from .learner import Learner, Resume
 from .ranks import broadcast, rank, world_size
 from .training import GradAccum
 
 # %% auto #0
-__all__ = ['process_group', 'DistributedCB', 'launch']
+__all__ = ['process_group', 'Heartbeat', 'DistributedCB', 'restart_count', 'AutoResume', 'torchrun_args', 'launch']
 
 # %% ../nbs/11d_distributed.ipynb #5f4cdf77
 @contextmanager
@@ -27,8 +30,10 @@ def process_group(backend:str|None=None, # 'gloo' (CPU), 'nccl' (CUDA); `None`: 
                   timeout:float=300, # seconds a rank waits for its peers in a collective
                   threads:int|None=None, # torch threads per process; `None`: $OMP_NUM_THREADS, else
                                          # the cores shared among this host's processes
+                  heartbeat:float=1., # seconds between a rank's heartbeats in the c10d store
                  ):
     "Join the process group torchrun's environment describes, for the `with` block; else nothing."
+    global _beat
     env = os.environ
     if 'RANK' not in env or dist.is_initialized():
         yield
@@ -42,76 +47,98 @@ def process_group(backend:str|None=None, # 'gloo' (CPU), 'nccl' (CUDA); `None`: 
     fair = max(1, (os.cpu_count() or 1) // per_host)
     torch.set_num_threads(threads or int(env.get('OMP_NUM_THREADS', 0)) or fair)
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
-    try: yield
-    finally: dist.destroy_process_group()
+    try:
+        _beat = Heartbeat(heartbeat)
+        yield
+    except BaseException as e:  # which rank says this, on which host
+        note(e, f'on rank {rank()} of {world_size()} (host {socket.gethostname()}, '
+                f'pid {os.getpid()})')
+        raise
+    finally:
+        if _beat is not None: _beat.stop()
+        _beat = None
+        dist.destroy_process_group()
+
+# %% ../nbs/11d_distributed.ipynb #7a1b2c3d
+_beat = None  # the running `Heartbeat` of `process_group`, if any
+
+class Heartbeat:
+    """Every `every` seconds, on a thread: count one for this rank in the c10d store, read the
+    others' counts."""
+    def __init__(self, every:float=1.):
+        env, self.every = os.environ, every
+        store = dist.TCPStore(env['MASTER_ADDR'], int(env['MASTER_PORT']), is_master=False,
+                              timeout=timedelta(seconds=max(5., 3 * every)))
+        self.store = dist.PrefixStore('fastfound/heartbeat/', store)
+        self.rank, self.n, t = rank(), world_size(), time.monotonic()
+        self.seen = {r: (None, t) for r in range(self.n)}  # rank: (its count, when it last changed)
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._run, name='fastfound-heartbeat', daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._halt.wait(self.every):
+            try:
+                self.store.add(str(self.rank), 1)
+                now = time.monotonic()
+                for r in range(self.n):
+                    if (c := self.store.add(str(r), 0)) != self.seen[r][0]: self.seen[r] = (c, now)
+            except Exception: pass  # the store is out of reach: this rank falls silent
+
+    def silent(self, grace:float=5.)->dict:
+        """The other ranks whose count has not moved for `grace` seconds, waiting up to that long
+        to know: {rank: seconds}."""
+        t0 = time.monotonic()
+        while True:
+            now = time.monotonic()
+            age = {r: now - t for r, (_, t) in self.seen.items() if r != self.rank}
+            open_ = [r for r, a in age.items() if a < grace and self.seen[r][1] <= t0]
+            if not open_ or now - t0 > grace + 2 * self.every:
+                return {r: a for r, a in age.items() if a >= grace}
+            time.sleep(self.every / 4)
+
+    def stop(self):
+        self._halt.set()
+        self._thread.join(timeout=5 * self.every)
 
 # %% ../nbs/11d_distributed.ipynb #a77c8365
-_CANCELS = (None, CancelTrainException, CancelEpochException, CancelFitException)  # 4: an error
+# what ends a batch or a stage, as one number a rank shares; 5: an error
+_CANCELS = (None, CancelTrainException, CancelValidateException, CancelEpochException,
+            CancelFitException)
+_LEVEL = {'loss': 0, 'batch': 0, 'validate': 2, 'epoch': 3}  # what each meeting point ends
 
-class DistributedCB(Callback):
-    "Train on every rank of the process group: the model in DDP; what ends a rank's batch ends all."
-    order, run_valid = -50, False  # after DeviceCB (-100) moved the model, before the rest
-    def __init__(self, **kwargs): # passed to `DistributedDataParallel`, e.g. `bucket_cap_mb`
-        self.kwargs, self.ddp, self.peers, self._nosync = kwargs, None, [], None
+def _code(e)->int:
+    "The number that stands for `e` ending a batch or stage: 0 for none."
+    if e is None: return 0
+    return next((i for i, c in enumerate(_CANCELS) if c and isinstance(e, c)), 5)
 
-    def before_fit(self):
-        if world_size() == 1: return
-        learn, dev = self.learn, self.learn.device
-        self._dev = dev if dist.get_backend() == 'nccl' else torch.device('cpu')
-        self.peers = [None] * world_size()
-        dist.all_gather_object(self.peers, (socket.gethostname(), os.getpid()))
-        self._bare, ids = learn.model, None
-        if dev.type == 'cuda':
-            ids = [torch.cuda.current_device() if dev.index is None else dev.index]
-        self.ddp = learn.model = DistributedDataParallel(learn.model, device_ids=ids, **self.kwargs)
-        self._accum = next((c for c in learn.cbs if isinstance(c, GradAccum)), None)
+def _fork_rng():
+    """Give each rank its own random stream, drawn from the shared one: reproducible from the
+    seed and the world size."""
+    seed = int(torch.randint(0, 2**62, ()).item()) + 1_000_003 * rank()
+    torch.manual_seed(seed % 2**63)  # CUDA's generators too
 
-# %% ../nbs/11d_distributed.ipynb #8d555b87
-@patch
-def before_epoch(self:DistributedCB):
-    if self.ddp is None: return
-    torch.set_rng_state(broadcast(torch.get_rng_state()))
-    if self._dev.type == 'cuda': torch.cuda.set_rng_state(broadcast(torch.cuda.get_rng_state()))
-    for dl in (self.dls.train, self.dls.valid):
-        sampler = getattr(dl, 'sampler', None)
-        if hasattr(sampler, 'set_epoch'): sampler.set_epoch(self.epoch)
+def _empty_meta(model:nn.Module)->nn.Module:
+    "A copy of `model` with every parameter and buffer on the meta device: no memory for weights."
+    memo = {}
+    for t in (*model.parameters(), *model.buffers()):
+        m = torch.empty_like(t, device='meta')
+        memo[id(t)] = nn.Parameter(m, t.requires_grad) if isinstance(t, nn.Parameter) else m
+    return copy.deepcopy(model, memo)
 
-@patch
-def before_batch(self:DistributedCB):
-    if self.ddp is None or self._accum is None: return
-    ga, learn = self._accum, self.learn
-    if ga.count + 1 < ga.n and learn.iter + 1 < (learn.n_iter or 0):  # this batch will not step
-        self._nosync = self.ddp.no_sync()
-        self._nosync.__enter__()
+def _shard(model:nn.Module, device)->nn.Module:
+    "FSDP2: `fully_shard` each block (each child with weights), then the whole model."
+    from torch.distributed.fsdp import fully_shard
+    for m in model.children():
+        if any(True for _ in m.parameters()): fully_shard(m)
+    return fully_shard(model)
 
-@patch
-def _sync(self:DistributedCB):
-    if self._nosync is not None: self._nosync.__exit__(None, None, None)
-    self._nosync = None
+def _gather(model:nn.Module)->dict:
+    "The full (unsharded) state dict of an FSDP2 `model`, on the CPU of every rank."
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    return {k: v.detach().cpu() for k, v in sd.items()}
 
-@patch
-def after_backward(self:DistributedCB): self._sync()
-
-# %% ../nbs/11d_distributed.ipynb #3fb6d382
-@patch
-def cleanup_batch(self:DistributedCB):
-    if self.ddp is None: return
-    self._sync()
-    e = sys.exc_info()[1]  # what is ending this batch, if anything
-    kind = (i for i, c in enumerate(_CANCELS) if c and isinstance(e, c))
-    mine = 0 if e is None else next(kind, 4)
-    codes = torch.zeros(world_size(), dtype=torch.int32, device=self._dev)
-    codes[rank()] = mine
-    dist.all_reduce(codes)
-    codes = codes.tolist()
-    worst = max(codes)
-    if mine or not worst: return
-    who = ', '.join(str(r) for r, c in enumerate(codes) if c == worst)
-    at = f'epoch {self.epoch}, batch {self.iter}'
-    if worst < 4: raise _CANCELS[worst](f'rank {who} raised it at {at}')
-    raise RuntimeError(f'rank {who} failed at {at} (its output says why); rank {rank()} stops too')
-
-# %% ../nbs/11d_distributed.ipynb #ab836eb3
 def _alive(pid:int)->bool:
     "Whether process `pid` on this host still runs (a zombie does not)."
     stat = Path(f'/proc/{pid}/stat')
@@ -123,41 +150,206 @@ def _alive(pid:int)->bool:
     except PermissionError: pass
     return True
 
-@patch
-def lost(self:DistributedCB)->list:
-    "The ranks on this host whose processes are no longer running."
-    host = socket.gethostname()
-    return [r for r, (h, pid) in enumerate(self.peers)
-            if h == host and r != rank() and not _alive(pid)]
+class DistributedCB(Callback):
+    """Train on every rank of the process group: the model in DDP (or sharded by FSDP2); what
+    ends a rank's batch or stage ends it on all."""
+    order = -50  # after DeviceCB (-100) moved the model, before the rest
+    def __init__(self, shard:bool=False, # FSDP2's `fully_shard` per block instead of DDP
+                 **kwargs): # passed to `DistributedDataParallel`, e.g. `bucket_cap_mb`
+        self.shard, self.kwargs, self.ddp, self.peers, self._nosync = shard, kwargs, None, [], None
 
-@patch
-def cleanup_fit(self:DistributedCB):
-    if self.ddp is None: return
-    self._sync()
-    self.learn.model, self.ddp = self._bare, None
-    e = sys.exc_info()[1]
-    if e is not None and not isinstance(e, CancelFitException) and (gone := self.lost()):
-        who = ', '.join(f'rank {r} (pid {self.peers[r][1]})' for r in gone)
-        note(e, f'DistributedCB on rank {rank()} of {world_size()}: lost {who}, no longer running')
+    def before_fit(self):
+        if world_size() == 1: return
+        learn, dev = self.learn, self.learn.device
+        self._dev = dev if dist.get_backend() == 'nccl' else torch.device('cpu')
+        self.peers = [None] * world_size()
+        dist.all_gather_object(self.peers, (socket.gethostname(), os.getpid()))
+        self._check_resume()
+        self._bare, self._seen, self._met, self._accum = learn.model, 0, False, None
+        if self.shard: self._wrap_shard()
+        else:
+            ids = [torch.cuda.current_device() if dev.index is None else dev.index] \
+                if dev.type == 'cuda' else None
+            learn.model = DistributedDataParallel(learn.model, device_ids=ids, **self.kwargs)
+            self._accum = next((c for c in learn.cbs if isinstance(c, GradAccum)), None)
+        self.ddp = learn.model
+
+    def _wrap_shard(self):
+        learn = self.learn
+        if any(isinstance(c, Resume) for c in learn.cbs) or any(
+                c.resume_file() is not None for c in learn.cbs):
+            raise ValueError('a sharded fit (shard=True) cannot write or resume a Checkpoint yet: '
+                             'train with DDP, or save with learn.export after the fit')
+        self._meta = _empty_meta(learn.model)
+        learn.model = _shard(learn.model, self._dev)
+        learn.opt = None  # the parameters are new (sharded) tensors: a fresh optimizer over them
+        learn.create_opt()
+
+    def _check_resume(self):
+        "A resume must find its file on every rank, or on none: else name the ranks without it."
+        res = [c for c in self.learn.cbs if isinstance(c, Resume) and not isinstance(c, AutoResume)]
+        if not res: return
+        p = res[0].path
+        if p is True: p = next((f for c in self.learn.cbs if (f := c.resume_file())), None)
+        have = [None] * world_size()
+        dist.all_gather_object(have, p is not None and Path(p).exists())
+        if any(have) and not all(have):
+            who = ', '.join(f'rank {r} (host {self.peers[r][0]})'
+                            for r, h in enumerate(have) if not h)
+            raise FileNotFoundError(f'resume: {p} is missing on {who}: every rank reads the '
+                                    'checkpoint, so the nodes must share its folder (or use '
+                                    'distrib_ctx\'s auto-resume, which sends rank 0\'s)')
+
+    def before_epoch(self):
+        if self.ddp is None: return
+        self._seen = 0
+        torch.set_rng_state(broadcast(torch.get_rng_state()))  # the same shuffle on every rank
+        if self._dev.type == 'cuda': torch.cuda.set_rng_state(broadcast(torch.cuda.get_rng_state()))
+        for dl in (self.dls.train, self.dls.valid):
+            sampler = getattr(dl, 'sampler', None)
+            if hasattr(sampler, 'set_epoch'): sampler.set_epoch(self.epoch)
+
+    def before_batch(self):
+        if self.ddp is None or not self.training: return
+        if self.iter == 0: _fork_rng()  # the loader has drawn its order: now each rank its own
+        ga, learn = self._accum, self.learn
+        if ga is not None and ga.count + 1 < ga.n and learn.iter + 1 < (learn.n_iter or 0):
+            self._nosync = self.ddp.no_sync()  # this batch will not step: no all-reduce
+            self._nosync.__enter__()
+
+    def _sync(self):
+        if self._nosync is not None: self._nosync.__exit__(None, None, None)
+        self._nosync = None
+
+    def after_backward(self): self._sync()
+
+    def after_loss(self):  # every rank is here, or says why not, before DDP's backward all-reduce
+        if self.ddp is None or not self.training: return
+        self._met = True
+        self.meet(0, 'loss')
+
+    def cleanup_batch(self):
+        if self.ddp is None or not self.training: return
+        self._sync()
+        mine = _code(sys.exc_info()[1])
+        if not self._met: self.meet(mine, 'loss')  # it left before its backward pass
+        self._met = False
+        self.meet(mine, 'batch')
+
+    def cleanup_validate(self):
+        if self.ddp is not None: self.meet(_code(sys.exc_info()[1]), 'validate')
+
+    def cleanup_epoch(self):
+        if self.ddp is not None: self.meet(_code(sys.exc_info()[1]), 'epoch')
+
+    def meet(self, mine:int, # what ended this rank's batch or stage (`_code`), 0: nothing
+             at:str): # the meeting point: 'loss', 'batch', 'validate' or 'epoch'
+        """All-reduce one number per rank; raise here what another rank's number says (a cancel,
+        or an error)."""
+        s, lvl = self._seen, _LEVEL[at]
+        if s >= 3 or (s == 1 and lvl == 0) or (s == 2 and at == 'validate'): return  # already known
+        codes = torch.zeros(world_size(), dtype=torch.int32, device=self._dev)
+        codes[rank()] = mine
+        dist.all_reduce(codes)
+        codes = codes.tolist()
+        worst = self._seen = max(s, *codes)
+        if mine or worst <= lvl: return
+        who = ', '.join(str(r) for r, c in enumerate(codes) if c == worst)
+        where = f'epoch {self.epoch}, ' + (f'batch {self.iter}' if lvl == 0 else f'at {at} end')
+        if worst < 5: raise _CANCELS[worst](f'rank {who} raised it at {where}')
+        raise RuntimeError(f'rank {who} failed at {where} (its output says why); rank {rank()} '
+                           'stops too')
+
+    def _unshard(self)->nn.Module:
+        "The plain model again, holding the full weights (a collective: every rank calls it)."
+        sd, plain = _gather(self.learn.model), self._meta
+        plain.to_empty(device=self.learn.device)
+        plain.load_state_dict(sd)
+        self.learn.opt = None  # its state was sharded: the next fit starts a fresh optimizer
+        return plain
+
+    def lost(self, grace:float=5.)->dict:
+        """The other ranks that are gone (on this host) or silent (anywhere, by the heartbeat):
+        {rank: why}."""
+        host, out = socket.gethostname(), {}
+        for r, (h, pid) in enumerate(self.peers):
+            if h == host and r != rank() and not _alive(pid): out[r] = 'no longer running'
+        if _beat is not None:
+            for r, s in _beat.silent(grace).items():
+                out.setdefault(r, f'no heartbeat for {s:.0f} s')
+        return dict(sorted(out.items()))
+
+    def cleanup_fit(self):
+        if self.ddp is None: return
+        self._sync()
+        e = sys.exc_info()[1]
+        ok = e is None or isinstance(e, CancelFitException)
+        if not self.shard: self.learn.model = self._bare
+        elif ok: self.learn.model = self._unshard()
+        self.ddp = None
+        if not ok and (gone := self.lost()):
+            who = ', '.join(f'rank {r} (host {self.peers[r][0]}, pid {self.peers[r][1]}): {why}'
+                            for r, why in gone.items())
+            note(e, f'DistributedCB on rank {rank()} of {world_size()}: lost {who}')
+
+# %% ../nbs/11d_distributed.ipynb #9c4e1f02
+def restart_count()->int:
+    "How often torchrun has restarted this job's workers (`--max-restarts`); 0 outside torchrun."
+    return int(os.environ.get('TORCHELASTIC_RESTART_COUNT') or 0)
+
+class AutoResume(Resume):
+    """After torchrun restarted the workers, continue the first fit from the checkpoint a
+    `Checkpoint` offers: rank 0 reads it and sends it to every rank."""
+    def __init__(self): super().__init__(True)
+    def before_fit(self):
+        if restart_count() == 0 or getattr(self, '_done', False): return
+        self._done = True
+        path = next((p for c in self.learn.cbs if (p := c.resume_file())), None)
+        if path is None: return  # no Checkpoint: nothing to continue from
+        mine = read_checkpoint(path, ('train',)) if rank() == 0 and path.exists() else None
+        rec = broadcast(mine)  # the other nodes may not share rank 0's disk
+        if rec is None: return  # the job failed before its first checkpoint: a fresh start
+        self.learn.load_state_dict(rec, path)
+        print(f'resumed from {path} after restart {restart_count()}: at epoch '
+              f'{self.learn.start_epoch}', file=sys.stderr, flush=True)
 
 # %% ../nbs/11d_distributed.ipynb #dbfa95ac
 @patch
 @contextmanager
-def distrib_ctx(self:Learner, **kwargs): # for `process_group`: `backend`, `timeout`, `threads`
+def distrib_ctx(self:Learner, shard:bool=False, # FSDP2 per block instead of DDP
+                auto_resume:bool=True, # after a torchrun restart, continue from the last checkpoint
+                **kwargs): # for `process_group`: `backend`, `timeout`, `threads`, `heartbeat`
     "Train on every rank torchrun started, in the block: join the process group, add DistributedCB."
-    cbs = [] if any(isinstance(c, DistributedCB) for c in self.cbs) else [DistributedCB()]
+    cbs = [] if any(isinstance(c, DistributedCB) for c in self.cbs) else [DistributedCB(shard)]
+    if auto_resume and not any(isinstance(c, AutoResume) for c in self.cbs):
+        cbs.append(AutoResume())
     with process_group(**kwargs), self.added_cbs(cbs): yield self
 
 # %% ../nbs/11d_distributed.ipynb #2b8115c8
+_OURS = ('--nproc', '--nnodes', '--node-rank', '--rdzv-endpoint', '--max-restarts')
+
+def torchrun_args(nproc:int, # processes on this machine
+                  nnodes:str|None=None, # 'N' or 'MIN:MAX' (elastic); `None`: this machine only
+                  node_rank:int|None=None, # this machine's place among the nodes
+                  rdzv_endpoint:str|None=None, # 'HOST:PORT' of node 0, where the nodes meet
+                  max_restarts:int=0, # how many times torchrun restarts the workers after a failure
+                 )->list:
+    "`torch.distributed.run`'s options for a job on this machine alone or on several nodes."
+    out = [f'--nproc-per-node={nproc}', f'--max-restarts={max_restarts}']
+    if nnodes is None: return ['--standalone', *out]
+    out += [f'--nnodes={nnodes}', '--rdzv-backend=c10d', f'--rdzv-endpoint={rdzv_endpoint}',
+            '--rdzv-id=fastfound']
+    return out + ([] if node_rank is None else [f'--node-rank={node_rank}'])
+
 def launch(nproc:int, # processes on this machine
            args:list, # the command line after `python -m fastfound`
+           **kwargs, # for `torchrun_args`: `nnodes`, `node_rank`, `rdzv_endpoint`, `max_restarts`
           )->int: # torchrun's exit status
     "Run `python -m fastfound *args` on `nproc` processes with `torch.distributed.run`, and wait."
-    args = list(args)  # without --nproc, which torchrun would take for its own --nproc-per-node
+    args = list(args)  # without the launcher's options, which torchrun would take for its own
     for j, a in reversed(list(enumerate(args))):
-        if a.startswith('--nproc='): del args[j]
-        elif a == '--nproc': del args[j:j+2]
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone',
-           f'--nproc-per-node={nproc}', '-m', 'fastfound', *args]
+        if a.split('=')[0] in _OURS: del args[j:j + (1 if '=' in a else 2)]
+    cmd = [sys.executable, '-m', 'torch.distributed.run', *torchrun_args(nproc, **kwargs),
+           '-m', 'fastfound', *args]
     env = os.environ | {'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '1')}
     return subprocess.run(cmd, env=env).returncode
