@@ -22,7 +22,7 @@ from .ranks import broadcast, rank, world_size
 from .training import GradAccum
 
 # %% auto #0
-__all__ = ['process_group', 'Heartbeat', 'DistributedCB', 'restart_count', 'AutoResume', 'torchrun_args', 'launch']
+__all__ = ['process_group', 'Heartbeat', 'lost_peers', 'DistributedCB', 'restart_count', 'AutoResume', 'torchrun_args', 'launch']
 
 # %% ../nbs/11d_distributed.ipynb #5f4cdf77
 @contextmanager
@@ -50,9 +50,13 @@ def process_group(backend:str|None=None, # 'gloo' (CPU), 'nccl' (CUDA); `None`: 
     try:
         _beat = Heartbeat(heartbeat)
         yield
+        dist.barrier()  # no rank joins a next group while another still holds this one's store
     except BaseException as e:  # which rank says this, on which host
         note(e, f'on rank {rank()} of {world_size()} (host {socket.gethostname()}, '
                 f'pid {os.getpid()})')
+        if getattr(e, 'agreed', False): dist.barrier()  # every rank is leaving with it
+        elif not isinstance(e, _CANCELS[1:]) and not getattr(e, 'lost_named', False):
+            _name_lost(e, _beat.peers if _beat else [])
         raise
     finally:
         if _beat is not None: _beat.stop()
@@ -71,6 +75,8 @@ class Heartbeat:
                               timeout=timedelta(seconds=max(5., 3 * every)))
         self.store = dist.PrefixStore('fastfound/heartbeat/', store)
         self.rank, self.n, t = rank(), world_size(), time.monotonic()
+        self.peers = [None] * self.n  # each rank's (host, pid)
+        dist.all_gather_object(self.peers, (socket.gethostname(), os.getpid()))
         self.seen = {r: (None, t) for r in range(self.n)}  # rank: (its count, when it last changed)
         self._halt = threading.Event()
         self._thread = threading.Thread(target=self._run, name='fastfound-heartbeat', daemon=True)
@@ -112,11 +118,20 @@ def _code(e)->int:
     if e is None: return 0
     return next((i for i, c in enumerate(_CANCELS) if c and isinstance(e, c)), 5)
 
-def _fork_rng():
-    """Give each rank its own random stream, drawn from the shared one: reproducible from the
-    seed and the world size."""
-    seed = int(torch.randint(0, 2**62, ()).item()) + 1_000_003 * rank()
+def _fork_rng()->tuple:
+    """Give each rank its own random stream, seeded from the shared one (which it does not
+    advance): reproducible from the seed and the world size. The shared states, to go back to."""
+    shared, cuda = torch.get_rng_state(), torch.cuda.is_initialized()
+    g = torch.Generator().set_state(shared)
+    seed = int(torch.randint(0, 2**62, (), generator=g)) + 1_000_003 * rank()
+    back = (shared, torch.cuda.get_rng_state() if cuda else None)
     torch.manual_seed(seed % 2**63)  # CUDA's generators too
+    return back
+
+def _join_rng(back:tuple):
+    "Back to the shared random states `_fork_rng` left."
+    torch.set_rng_state(back[0])
+    if back[1] is not None: torch.cuda.set_rng_state(back[1])
 
 def _empty_meta(model:nn.Module)->nn.Module:
     "A copy of `model` with every parameter and buffer on the meta device: no memory for weights."
@@ -150,6 +165,27 @@ def _alive(pid:int)->bool:
     except PermissionError: pass
     return True
 
+def lost_peers(peers:list, # each rank's (host, pid)
+               grace:float=5., # seconds of silence that make a rank lost
+              )->dict:
+    "The other ranks that are gone (on this host) or silent (by the heartbeat): {rank: why}."
+    host, out = socket.gethostname(), {}
+    for r, (h, pid) in enumerate(peers):
+        if h == host and r != rank() and not _alive(pid): out[r] = 'no longer running'
+    if _beat is not None:
+        for r, s in _beat.silent(grace).items():
+            out.setdefault(r, f'no heartbeat for {s:.0f} s')
+    return dict(sorted(out.items()))
+
+def _name_lost(e:BaseException, peers:list):
+    "Note on `e` which ranks, on which hosts, are lost (once)."
+    if not peers or getattr(e, 'lost_named', False): return
+    e.lost_named = True
+    if gone := lost_peers(peers):
+        who = ', '.join(f'rank {r} (host {peers[r][0]}, pid {peers[r][1]}): {why}'
+                        for r, why in gone.items())
+        note(e, f'rank {rank()} of {world_size()} lost {who}')
+
 class DistributedCB(Callback):
     """Train on every rank of the process group: the model in DDP (or sharded by FSDP2); what
     ends a rank's batch or stage ends it on all."""
@@ -165,7 +201,8 @@ class DistributedCB(Callback):
         self.peers = [None] * world_size()
         dist.all_gather_object(self.peers, (socket.gethostname(), os.getpid()))
         self._check_resume()
-        self._bare, self._seen, self._met, self._accum = learn.model, 0, False, None
+        self._bare, self._accum, self._back = learn.model, None, None
+        self._seen, self._met = 0, False  # what the meetings have told; met before backward
         if self.shard: self._wrap_shard()
         else:
             ids = [torch.cuda.current_device() if dev.index is None else dev.index] \
@@ -211,7 +248,7 @@ class DistributedCB(Callback):
 
     def before_batch(self):
         if self.ddp is None or not self.training: return
-        if self.iter == 0: _fork_rng()  # the loader has drawn its order: now each rank its own
+        if self.iter == 0: self._back = _fork_rng()  # the loader has drawn its order
         ga, learn = self._accum, self.learn
         if ga is not None and ga.count + 1 < ga.n and learn.iter + 1 < (learn.n_iter or 0):
             self._nosync = self.ddp.no_sync()  # this batch will not step: no all-reduce
@@ -223,8 +260,13 @@ class DistributedCB(Callback):
 
     def after_backward(self): self._sync()
 
-    def after_loss(self):  # every rank is here, or says why not, before DDP's backward all-reduce
+    def after_loss(self):
+        "Meet at the start of the backward pass, before DDP's first all-reduce: a hook on the loss."
         if self.ddp is None or not self.training: return
+        if self.learn.loss.requires_grad: self.learn.loss.register_hook(self._at_backward)
+        else: self._at_backward(None)
+
+    def _at_backward(self, g):
         self._met = True
         self.meet(0, 'loss')
 
@@ -235,6 +277,10 @@ class DistributedCB(Callback):
         if not self._met: self.meet(mine, 'loss')  # it left before its backward pass
         self._met = False
         self.meet(mine, 'batch')
+
+    def cleanup_train(self):
+        if self.ddp is not None and self._back is not None: _join_rng(self._back)
+        self._back = None
 
     def cleanup_validate(self):
         if self.ddp is not None: self.meet(_code(sys.exc_info()[1]), 'validate')
@@ -253,12 +299,15 @@ class DistributedCB(Callback):
         dist.all_reduce(codes)
         codes = codes.tolist()
         worst = self._seen = max(s, *codes)
+        if mine == 5: sys.exc_info()[1].agreed = True  # every rank knows: none is lost
         if mine or worst <= lvl: return
         who = ', '.join(str(r) for r, c in enumerate(codes) if c == worst)
         where = f'epoch {self.epoch}, ' + (f'batch {self.iter}' if lvl == 0 else f'at {at} end')
         if worst < 5: raise _CANCELS[worst](f'rank {who} raised it at {where}')
-        raise RuntimeError(f'rank {who} failed at {where} (its output says why); rank {rank()} '
-                           'stops too')
+        e = RuntimeError(f'rank {who} failed at {where} (its output says why); rank {rank()} '
+                         'stops too')
+        e.agreed = True
+        raise e
 
     def _unshard(self)->nn.Module:
         "The plain model again, holding the full weights (a collective: every rank calls it)."
@@ -269,15 +318,8 @@ class DistributedCB(Callback):
         return plain
 
     def lost(self, grace:float=5.)->dict:
-        """The other ranks that are gone (on this host) or silent (anywhere, by the heartbeat):
-        {rank: why}."""
-        host, out = socket.gethostname(), {}
-        for r, (h, pid) in enumerate(self.peers):
-            if h == host and r != rank() and not _alive(pid): out[r] = 'no longer running'
-        if _beat is not None:
-            for r, s in _beat.silent(grace).items():
-                out.setdefault(r, f'no heartbeat for {s:.0f} s')
-        return dict(sorted(out.items()))
+        "The other ranks that are gone (on this host) or silent (by the heartbeat): {rank: why}."
+        return lost_peers(self.peers, grace)
 
     def cleanup_fit(self):
         if self.ddp is None: return
@@ -287,10 +329,7 @@ class DistributedCB(Callback):
         if not self.shard: self.learn.model = self._bare
         elif ok: self.learn.model = self._unshard()
         self.ddp = None
-        if not ok and (gone := self.lost()):
-            who = ', '.join(f'rank {r} (host {self.peers[r][0]}, pid {self.peers[r][1]}): {why}'
-                            for r, why in gone.items())
-            note(e, f'DistributedCB on rank {rank()} of {world_size()}: lost {who}')
+        if not ok and not getattr(e, 'agreed', False): _name_lost(e, self.peers)
 
 # %% ../nbs/11d_distributed.ipynb #9c4e1f02
 def restart_count()->int:
