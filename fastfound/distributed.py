@@ -46,9 +46,11 @@ def process_group(backend:str|None=None, # 'gloo' (CPU), 'nccl' (CUDA); `None`: 
     per_host = int(env.get('LOCAL_WORLD_SIZE', env['WORLD_SIZE']))
     fair = max(1, (os.cpu_count() or 1) // per_host)
     torch.set_num_threads(threads or int(env.get('OMP_NUM_THREADS', 0)) or fair)
-    dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
+    store = _group_store(timeout)
+    dist.init_process_group(backend, store=store, rank=int(env['RANK']), timeout=timedelta(
+        seconds=timeout), world_size=int(env['WORLD_SIZE']))
     try:
-        _beat = Heartbeat(heartbeat)
+        _beat = Heartbeat(store, heartbeat)
         yield
         dist.barrier()  # no rank joins a next group while another still holds this one's store
     except BaseException as e:  # which rank says this, on which host
@@ -65,15 +67,28 @@ def process_group(backend:str|None=None, # 'gloo' (CPU), 'nccl' (CUDA); `None`: 
 
 # %% ../nbs/11d_distributed.ipynb #7a1b2c3d
 _beat = None  # the running `Heartbeat` of `process_group`, if any
+_store, _groups = None, 0  # the process's c10d store, and how many groups it has joined
+
+def _group_store(timeout:float)->dist.Store:
+    """A fresh namespace, for the next group, in one c10d store kept for the process's life: a
+    rank that joins its next group early never reads the last one's keys."""
+    global _store, _groups
+    env = os.environ
+    if _store is None:  # rank 0 serves it, unless torchrun's agent already does
+        agent = env.get('TORCHELASTIC_USE_AGENT_STORE') == 'True'
+        _store = dist.TCPStore(env['MASTER_ADDR'], int(env['MASTER_PORT']),
+                               int(env['WORLD_SIZE']), int(env['RANK']) == 0 and not agent,
+                               timedelta(seconds=timeout), wait_for_workers=False)
+    _groups += 1
+    restart = env.get('TORCHELASTIC_RESTART_COUNT', '0')
+    return dist.PrefixStore(f'fastfound/{restart}/{_groups}/', _store)
 
 class Heartbeat:
     """Every `every` seconds, on a thread: count one for this rank in the c10d store, read the
     others' counts."""
-    def __init__(self, every:float=1.):
-        env, self.every = os.environ, every
-        store = dist.TCPStore(env['MASTER_ADDR'], int(env['MASTER_PORT']), is_master=False,
-                              timeout=timedelta(seconds=max(5., 3 * every)))
-        self.store = dist.PrefixStore('fastfound/heartbeat/', store)
+    def __init__(self, store:dist.Store, # the group's store
+                 every:float=1.):
+        self.store, self.every = dist.PrefixStore('heartbeat/', store), every
         self.rank, self.n, t = rank(), world_size(), time.monotonic()
         self.peers = [None] * self.n  # each rank's (host, pid)
         dist.all_gather_object(self.peers, (socket.gethostname(), os.getpid()))
