@@ -106,15 +106,16 @@ class Heartbeat:
                     if (c := self.store.add(str(r), 0)) != self.seen[r][0]: self.seen[r] = (c, now)
             except Exception: pass  # the store is out of reach: this rank falls silent
 
-    def silent(self, grace:float=5.)->dict:
-        """The other ranks whose count has not moved for `grace` seconds, waiting up to that long
-        to know: {rank: seconds}."""
+    def silent(self, grace:float=5., # seconds without a heartbeat that make a rank silent
+               wait:bool=True, # wait up to `grace` to know about the others; else tell at once
+              )->dict:
+        "The other ranks whose count has not moved for `grace` seconds: {rank: seconds}."
         t0 = time.monotonic()
         while True:
             now = time.monotonic()
             age = {r: now - t for r, (_, t) in self.seen.items() if r != self.rank}
             open_ = [r for r, a in age.items() if a < grace and self.seen[r][1] <= t0]
-            if not open_ or now - t0 > grace + 2 * self.every:
+            if not wait or not open_ or now - t0 > grace + 2 * self.every:
                 return {r: a for r, a in age.items() if a >= grace}
             time.sleep(self.every / 4)
 
@@ -228,12 +229,12 @@ class DistributedCB(Callback):
 
     def _wrap_shard(self):
         learn = self.learn
-        if any(isinstance(c, Resume) for c in learn.cbs) or any(
-                c.resume_file() is not None for c in learn.cbs):
+        if any(type(c) is Resume or c.resume_file() is not None for c in learn.cbs):
             raise ValueError('a sharded fit (shard=True) cannot write or resume a Checkpoint yet: '
                              'train with DDP, or save with learn.export after the fit')
         self._meta = _empty_meta(learn.model)
         learn.model = _shard(learn.model, self._dev)
+        self._blocks = [m for m in learn.model.modules() if hasattr(m, 'reshard')]
         learn.opt = None  # the parameters are new (sharded) tensors: a fresh optimizer over them
         learn.create_opt()
 
@@ -297,8 +298,17 @@ class DistributedCB(Callback):
         if self.ddp is not None and self._back is not None: _join_rng(self._back)
         self._back = None
 
+    def before_validate(self):  # sharded: the ranks' validation batches may differ in number,
+        if self.ddp is None or not self.shard: return  # so gather the weights once, before
+        for m in self._blocks: m.unshard()
+        self.ddp.set_reshard_after_forward(False)
+
     def cleanup_validate(self):
-        if self.ddp is not None: self.meet(_code(sys.exc_info()[1]), 'validate')
+        if self.ddp is None: return
+        if self.shard:
+            self.ddp.set_reshard_after_forward(True)
+            for m in self._blocks: m.reshard()
+        self.meet(_code(sys.exc_info()[1]), 'validate')
 
     def cleanup_epoch(self):
         if self.ddp is not None: self.meet(_code(sys.exc_info()[1]), 'epoch')
@@ -309,6 +319,9 @@ class DistributedCB(Callback):
         or an error)."""
         s, lvl = self._seen, _LEVEL[at]
         if s >= 3 or (s == 1 and lvl == 0) or (s == 2 and at == 'validate'): return  # already known
+        if mine == 5 and _beat is not None and _beat.silent(wait=False):  # a peer is lost:
+            self._seen = 5  # no meeting can happen now
+            return
         codes = torch.zeros(world_size(), dtype=torch.int32, device=self._dev)
         codes[rank()] = mine
         dist.all_reduce(codes)

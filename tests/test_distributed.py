@@ -159,6 +159,7 @@ def lose_rank_1(tmp_path, sig, timeout=60)->tuple:
 
 def test_sigkill_one_rank_the_other_fails_naming_it(tmp_path):
     err, took, pid = lose_rank_1(tmp_path, signal.SIGKILL)
+    print(f'SIGKILL: rank 0 named rank 1 {took:.1f} s after the signal')
     assert f'lost rank 1 (host {socket.gethostname()}, pid {pid}): no longer running' in err, err
     assert took < 30, took
 
@@ -166,9 +167,10 @@ def test_sigkill_one_rank_the_other_fails_naming_it(tmp_path):
 def test_sigstop_one_rank_the_other_names_it_at_the_timeout(tmp_path):
     "A stopped peer is still a process: only its silent heartbeat names it, when the collective times out."
     err, took, pid = lose_rank_1(tmp_path, signal.SIGSTOP, timeout=10)
+    print(f'SIGSTOP: rank 0 named rank 1 {took:.1f} s after the signal (collective timeout 10 s)')
     assert f'lost rank 1 (host {socket.gethostname()}, pid {pid}): no heartbeat for' in err, err
     assert 'on rank 0 of 2' in err, err
-    assert took < 10 + 10, took  # the collective's timeout, and a few seconds to fail and exit
+    assert took < 10 + 8, took  # the collective's timeout, and a few seconds to fail and exit (on a busy machine)
 
 
 def test_a_cancel_on_one_rank_is_agreed_before_backward_in_validation_and_after_epoch(tmp_path):
