@@ -1,6 +1,6 @@
 """Elastic restarts (issue 22): torchrun restarts the workers after one is SIGKILLed mid-epoch, and they continue from
 the last checkpoint by themselves (`distrib_ctx`'s `AutoResume`). Each launch runs under a hard timeout."""
-import os, subprocess, sys
+import os, signal, subprocess, sys, time
 from pathlib import Path
 import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -34,3 +34,46 @@ def test_a_killed_worker_is_restarted_and_resumes_to_the_same_weights(tmp_path):
     ref_rows = (tmp_path/'ref'/'history.csv').read_text().splitlines()
     assert rows[0] == ref_rows[0] and rows[0].endswith(',time')
     assert [r.rsplit(',', 1)[0] for r in rows] == [r.rsplit(',', 1)[0] for r in ref_rows]  # all but the time
+
+
+def cli(out:Path, *args)->subprocess.Popen:
+    from fastfound.data import SAMPLE_PATH
+    cmd = [sys.executable, '-m', 'fastfound', 'fit', '--nproc', '2', '--max-restarts', '1', '--epochs', '2',
+           '--data', str(SAMPLE_PATH), '--out', str(out), *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=os.environ | {'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1'})
+
+
+def workers(pid:int)->dict:
+    "The torchrun workers under process `pid`: {local rank: pid}."
+    kids = {}
+    for d in Path('/proc').iterdir():
+        if d.name.isdigit():
+            try: kids.setdefault(int((d/'stat').read_text().rsplit(')', 1)[1].split()[1]), []).append(int(d.name))
+            except (OSError, IndexError): pass
+    out, todo = {}, [pid]
+    while todo:
+        for k in kids.get(todo.pop(), []):
+            todo.append(k)
+            try: env = dict(v.split('=', 1) for v in (Path('/proc')/str(k)/'environ').read_text().split('\0') if '=' in v)
+            except OSError: continue
+            if 'LOCAL_RANK' in env and 'TORCHELASTIC_RESTART_COUNT' in env: out[int(env['LOCAL_RANK'])] = k
+    return out
+
+
+def test_cli_max_restarts_a_killed_worker_ends_with_the_same_history(tmp_path):
+    ref = cli(tmp_path/'ref')
+    assert ref.wait(timeout=300) == 0, ref.stderr.read()[-3000:]
+    run = cli(tmp_path/'cut')
+    try:
+        end = time.monotonic() + 240
+        while not (tmp_path/'cut'/'ck'/'last.pt').exists():  # epoch 0 is saved: kill rank 1 in epoch 1
+            assert run.poll() is None and time.monotonic() < end, run.stderr.read()[-3000:]
+            time.sleep(0.05)
+        os.kill(workers(run.pid)[1], signal.SIGKILL)
+        out, err = run.communicate(timeout=300)
+    finally: run.kill()
+    assert run.returncode == 0, err[-3000:]
+    assert 'after restart 1: at epoch 1' in err, err[-3000:]
+    rows, ref_rows = ((d/'history.csv').read_text().splitlines() for d in (tmp_path/'cut', tmp_path/'ref'))
+    assert len(rows) == 3 and [r.rsplit(',', 1)[0] for r in rows] == [r.rsplit(',', 1)[0] for r in ref_rows]
