@@ -107,6 +107,9 @@ def parser()->argparse.ArgumentParser:
     f.add_argument('--max-restarts', type=_number(int, hi=100, strict=False), default=0,
                    metavar='K', help='restart the workers up to K times after a failure; they '
                    'continue from the last epoch (a checkpoint in --out/ck) (default: %(default)s)')
+    f.add_argument('--dist-timeout', type=_number(float, hi=86400), default=300, metavar='S',
+                   help='seconds a process waits for the others in a collective before it fails '
+                   'and names the ones it lost (default: %(default)s)')
     f.add_argument('--shard', action=Bool, default=False,
                    help="shard the weights, gradients and optimizer state over the processes "
                    "(FSDP2's fully_shard per block) instead of copying them to each (DDP) "
@@ -336,7 +339,7 @@ def main(argv:list|None=None)->int:
     quiet = lambda: contextlib.redirect_stdout(sys.stdout if is_main() else io.StringIO())
     hold = lambda: FolderLock(a.out) if is_main() else contextlib.nullcontext()  # rank 0 writes
     try:
-        with process_group(), quiet(), hold(): fit(a)
+        with process_group(timeout=a.dist_timeout), quiet(), hold(): fit(a)
     except UsageError as e: f.error(str(e))
     except FolderBusy as e: f.error(f'--out {e}')
     except KeyboardInterrupt:
