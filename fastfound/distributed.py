@@ -50,7 +50,7 @@ def process_group(backend:str|None=None, # 'gloo' (CPU), 'nccl' (CUDA); `None`: 
     dist.init_process_group(backend, store=store, rank=int(env['RANK']), timeout=timedelta(
         seconds=timeout), world_size=int(env['WORLD_SIZE']))
     try:
-        _beat = Heartbeat(store, heartbeat)
+        _beat = Heartbeat(store, heartbeat, warn=min(5., timeout / 2))
         yield
         dist.barrier()  # no rank joins a next group while another still holds this one's store
     except BaseException as e:  # which rank says this, on which host
@@ -87,8 +87,11 @@ class Heartbeat:
     """Every `every` seconds, on a thread: count one for this rank in the c10d store, read the
     others' counts."""
     def __init__(self, store:dist.Store, # the group's store
-                 every:float=1.):
-        self.store, self.every = dist.PrefixStore('heartbeat/', store), every
+                 every:float=1., # seconds between heartbeats
+                 warn:float=5., # seconds of a peer's silence after which to say so on stderr
+                ):
+        self.store, self.every, self.warn = dist.PrefixStore('heartbeat/', store), every, warn
+        self.warned = set()
         self.rank, self.n, t = rank(), world_size(), time.monotonic()
         self.peers = [None] * self.n  # each rank's (host, pid)
         dist.all_gather_object(self.peers, (socket.gethostname(), os.getpid()))
@@ -105,6 +108,16 @@ class Heartbeat:
                 for r in range(self.n):
                     if (c := self.store.add(str(r), 0)) != self.seen[r][0]: self.seen[r] = (c, now)
             except Exception: pass  # the store is out of reach: this rank falls silent
+            self._say()
+
+    def _say(self):
+        "Name on stderr, once, each peer silent for `warn` s: a collective may be stuck on it."
+        for r, s in self.silent(self.warn, wait=False).items():
+            if r in self.warned: continue
+            self.warned.add(r)
+            h, pid = self.peers[r]
+            print(f'fastfound: rank {self.rank}: rank {r} (host {h}, pid {pid}) has been silent '
+                  f'for {s:.0f} s', file=sys.stderr, flush=True)
 
     def silent(self, grace:float=5., # seconds without a heartbeat that make a rank silent
                wait:bool=True, # wait up to `grace` to know about the others; else tell at once
