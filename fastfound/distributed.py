@@ -230,7 +230,7 @@ class DistributedCB(Callback):
         self.peers = [None] * world_size()
         dist.all_gather_object(self.peers, (socket.gethostname(), os.getpid()))
         self._check_resume()
-        self._bare, self._accum, self._back = learn.model, None, None
+        self._bare, self._accum, self._back = learn.model, None, None  # FSDP2: shards in place
         self._seen, self._met = 0, False  # what the meetings have told; met before backward
         if self.shard: self._wrap_shard()
         else:
@@ -245,7 +245,7 @@ class DistributedCB(Callback):
         if any(type(c) is Resume or c.resume_file() is not None for c in learn.cbs):
             raise ValueError('a sharded fit (shard=True) cannot write or resume a Checkpoint yet: '
                              'train with DDP, or save with learn.export after the fit')
-        self._meta = _empty_meta(learn.model)
+        self._meta, self._bare = _empty_meta(learn.model), None
         learn.model = _shard(learn.model, self._dev)
         self._blocks = [m for m in learn.model.modules() if hasattr(m, 'reshard')]
         learn.opt = None  # the parameters are new (sharded) tensors: a fresh optimizer over them
@@ -352,11 +352,10 @@ class DistributedCB(Callback):
 
     def _unshard(self)->nn.Module:
         "The plain model again, holding the full weights (a collective: every rank calls it)."
-        sd, plain = _gather(self.learn.model), self._meta
-        plain.to_empty(device=self.learn.device)
-        plain.load_state_dict(sd)
         self.learn.opt = None  # its state was sharded: the next fit starts a fresh optimizer
-        return plain
+        sd = _gather(self.learn.model)
+        self._meta.load_state_dict(sd, assign=True)  # the gathered tensors become the weights
+        return self._meta.to(self.learn.device)
 
     def lost(self, grace:float=5.)->dict:
         "The other ranks that are gone (on this host) or silent (by the heartbeat): {rank: why}."
