@@ -670,7 +670,8 @@ def callbacks_page(mods:list, lib:str='fastfound', root:Path=ROOT) -> str:
 
 CALLBACKS_URI = 'callback_index.md'
 GUIDES = [('Study guide', 'study_guide.md'), ('Callbacks and events', CALLBACKS_URI),
-          ('Coming from miniai', 'miniai.md')]  # pages in docs/ or generated
+          ('Coming from miniai', 'miniai.md'), ('Training on two machines', 'two_machines.md')]
+# pages in docs/ or generated
 
 README_HEAD = '<!-- This file is generated from nbs/index.ipynb by the docs build (`make docs`): edit the notebook. -->\n\n'
 
