@@ -49,6 +49,7 @@ class Module:
     names:list = field(default_factory=list)  # public names: `__all__`, and `Class.method` for their public methods
     adds:list = field(default_factory=list)   # `Class.method` for the methods this module `@patch`es onto a class
     reexports:list = field(default_factory=list)  # modules it star-imports (`from .learner import *`)
+    others:list = field(default_factory=list)  # names in its `__all__` that another module defines
     @property
     def uri(self): return 'api/' + self.name.split('.', 1)[-1] + '.md'
 
@@ -98,9 +99,11 @@ def modules(lib:Path) -> list[Module]:
         rel = p.relative_to(lib.parent).with_suffix('')
         if any(part.startswith('_') for part in rel.parts[1:]) or '__pycache__' in rel.parts: continue
         tree = trees[p] = ast.parse(p.read_text(encoding='utf-8'))
-        defs, names = _defined(tree), []
+        defs, names, others = _defined(tree), [], []
         for nm in _all_names(tree):
-            if nm not in defs: continue  # made dynamically: mkdocstrings could not document it
+            if nm not in defs:  # re-exported from a lower module, or made dynamically
+                others.append(nm)
+                continue
             names.append(nm)
             if isinstance(defs[nm], ast.ClassDef):
                 names += [f'{nm}.{o.name}' for o in defs[nm].body
@@ -108,7 +111,7 @@ def modules(lib:Path) -> list[Module]:
         name = '.'.join(rel.parts)
         stars = [_absolute(n, name) for n in tree.body if isinstance(n, ast.ImportFrom) and
                  any(a.name == '*' for a in n.names)]
-        res.append(Module(name, p, ast.get_docstring(tree) or '', names, reexports=stars))
+        res.append(Module(name, p, ast.get_docstring(tree) or '', names, reexports=stars, others=others))
     owner = {}  # class name -> the module that exports it
     for m in res:
         for n in m.names:
@@ -521,6 +524,9 @@ def api_page(m:Module, nb_page:Page|None, mods:list=()) -> str:
             intro += ('It defines nothing of its own: it re-exports the public names of ' +
                       ', '.join(f'[`{n}`]({o.uri[4:]})' for n in m.reexports for o in mods if o.name == n) + '.\n\n')
         return f'# `{m.name}`\n\n{intro}::: {m.name}\n    options:\n      members: false\n'
+    if m.others:  # names it re-exports are documented where they are defined
+        own = ''.join(f'\n        - {n}' for n in m.names if '.' not in n)
+        return f'# `{m.name}`\n\n{intro}::: {m.name}\n    options:\n      members:{own}\n'
     return f'# `{m.name}`\n\n{intro}::: {m.name}\n'
 
 def api_index(mods:list, by_mod:dict) -> str:

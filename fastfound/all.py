@@ -6,16 +6,19 @@
 __all__ = []
 
 # %% ../nbs/14_all.ipynb #ae97c40f
-from . import (augment, callbacks, checkpoint, data, events, files, hooks, inference, init,
-                       interpret, learner, models, schedule, state, training)
+from . import (augment, callbacks, checkpoint, core_cbs, data, events, files, hooks,
+                       inference, init, interpret, interrupts, learner, models, schedule, state,
+                       training)
 from . import distributed as _distributed
 # imported by name, not starred: `rank`, `broadcast` are generic
 from . import ranks  # noqa: F401
 from .init import *
+from .interrupts import *
 from .files import *
 from .state import *
 from .data import *
 from .events import *
+from .core_cbs import *
 from .learner import *
 from .callbacks import *
 from .schedule import *
@@ -28,7 +31,7 @@ from .distributed import *
 from .augment import *
 from .interpret import *
 
-_mods = (init, files, state, data, events, learner, callbacks, schedule, hooks, checkpoint,
-         inference,
-         training, models, augment, _distributed, interpret)
-__all__ = [n for m in _mods for n in m.__all__]
+_mods = (init, interrupts, files, state, data, events, core_cbs, learner, callbacks, schedule,
+         hooks, checkpoint, inference, training, models, augment, _distributed, interpret)
+# a name that a module re-exports from a lower one (learner's default callbacks) is listed once
+__all__ = list(dict.fromkeys(n for m in _mods for n in m.__all__))

@@ -49,41 +49,39 @@ class Checkpoint(Callback, Monitor):
     def state_dict(self): return dict(best=self.best, best_epoch=self.best_epoch)
     def load_state_dict(self, sd): self.best, self.best_epoch = sd['best'], sd['best_epoch']
 
-# %% ../nbs/10_checkpoint.ipynb #5a7e0c31
-@patch
-def before_fit(self:Checkpoint):
-    if self.save_best and self.monitor.startswith('valid_') and self.dls.valid is None:
-        raise ValueError(f'Checkpoint monitors {self.monitor!r} but dls.valid is None: give the '
-                         'Learner a validation set, or use Checkpoint(save_best=False) or '
-                         'monitor="train_loss"')
-    # rank 0 writes; a folder it cannot write to fails the fit now, not after an epoch
-    if is_main():
-        self._lock = FolderLock(self.path).acquire()  # creates it; another run's folder is refused
-        for p in (self.last_path, self.best_path): sweep_temps(p)  # what killed saves left behind
-    self._finished = True
+    def before_fit(self):
+        if self.save_best and self.monitor.startswith('valid_') and self.dls.valid is None:
+            raise ValueError(f'Checkpoint monitors {self.monitor!r} but dls.valid is None: give '
+                             'the Learner a validation set, or use Checkpoint(save_best=False) '
+                             'or monitor="train_loss"')
+        # rank 0 writes; a folder it cannot write to fails the fit now, not after an epoch
+        if is_main():
+            # creates it; another run's folder is refused
+            self._lock = FolderLock(self.path).acquire()
+            # what killed saves left behind
+            for p in (self.last_path, self.best_path): sweep_temps(p)
+        self._finished = True
 
-@patch
-def before_epoch(self:Checkpoint): self._finished = False
+    def before_epoch(self): self._finished = False
 
-@patch
-def after_epoch(self:Checkpoint):
-    best = self.save_best and self.improved(v := self.current())  # every rank has the same stats
-    if best: self.best, self.best_epoch = v, self.epoch
-    last = self.save_last and ((self.epoch + 1) % self.every == 0 or self.epoch + 1
-                               == self.n_epochs)
-    if is_main() and (best or last):  # on several ranks, rank 0 writes
-        rec = self.learn.state_dict()
-        if best: atomic_save(rec, self.best_path)
-        if last: atomic_save(rec, self.last_path)
-    barrier()  # no rank goes on (and may read the file) before it is written
-    self._finished = True
+    def after_epoch(self):
+        # every rank has the same stats
+        best = self.save_best and self.improved(v := self.current())
+        if best: self.best, self.best_epoch = v, self.epoch
+        last = self.save_last and ((self.epoch + 1) % self.every == 0 or self.epoch + 1
+                                   == self.n_epochs)
+        if is_main() and (best or last):  # on several ranks, rank 0 writes
+            rec = self.learn.state_dict()
+            if best: atomic_save(rec, self.best_path)
+            if last: atomic_save(rec, self.last_path)
+        barrier()  # no rank goes on (and may read the file) before it is written
+        self._finished = True
 
-@patch
-def cleanup_fit(self:Checkpoint):
-    if self._lock is not None: self._lock.release()  # a no-op when it is already released
-    if self.load_best and self._finished and self.best_path.exists():
-        d = read_checkpoint(self.best_path, ('train',))
-        load_model_state(self.model, d['model'], self.best_path)
+    def cleanup_fit(self):
+        if self._lock is not None: self._lock.release()  # a no-op when it is already released
+        if self.load_best and self._finished and self.best_path.exists():
+            d = read_checkpoint(self.best_path, ('train',))
+            load_model_state(self.model, d['model'], self.best_path)
 
 # %% ../nbs/10_checkpoint.ipynb #913005e4
 @patch

@@ -16,10 +16,12 @@ from .callbacks import CSVLogger
 from .checkpoint import *
 from .distributed import AutoResume, DistributedCB, launch, process_group, restart_count
 from .data import (FMNIST_CLASSES, FMNIST_FILES, FMNIST_STATS, DataLoaders, TensorLoader,
-                            default_device, fashion_mnist_path, load_fashion_mnist)
+                            default_device, eval_loader, fashion_mnist_path,
+                            load_fashion_mnist)
 from .events import Callback
 from .files import FolderBusy, FolderLock, atomic_write
-from .learner import DeviceCB, Learner, accuracy
+from .learner import Learner
+from .core_cbs import DeviceCB, accuracy
 from .models import CNN_WIDTH, MODELS
 from .interpret import ClassificationInterpretation
 from .ranks import gather_all, is_main
@@ -194,9 +196,9 @@ def load_data(a:argparse.Namespace)->tuple:
         raise UsageError(f'cannot load Fashion-MNIST{where}: {e}'.replace('\n', ' ')) from e
     kw = dict(device=a.device, norm=FMNIST_STATS, shape=(1, 28, 28) if a.model == 'cnn' else (784,))
     ti, vi = _split(len(xt), a.valid_pct)
-    valid = TensorLoader(xt[vi], yt[vi], 2*a.bs, **kw) if len(vi) else None
-    return DataLoaders(TensorLoader(xt[ti], yt[ti], a.bs, shuffle=True, **kw), valid), \
-           TensorLoader(xs, ys, 2*a.bs, **kw)
+    valid = eval_loader(xt[vi], yt[vi], a.bs, **kw) if len(vi) else None
+    train = TensorLoader(xt[ti], yt[ti], a.bs, shuffle=True, **kw)
+    return DataLoaders(train, valid), eval_loader(xs, ys, a.bs, **kw)
 
 # %% ../nbs/12_cli.ipynb #a10a238d
 def native_bf16()->bool:
@@ -301,7 +303,7 @@ def fit(a:argparse.Namespace)->Learner:
             (a.out/f).unlink(missing_ok=True)
     learn = _learner(a, r, dls)
     t1 = time.perf_counter()
-    learn.fit_one_cycle(r['epochs'], r['lr'])
+    learn.fit_one_cycle(r['epochs'])  # at the Learner's lr, the recipe's
     t_train = time.perf_counter() - t1
     tta = ' (with flip + shift TTA)' if r['tta'] else ''
     if dls.valid is not None:

@@ -15,7 +15,7 @@ from .ranks import rank, world_size
 __all__ = ['FMNIST_URL', 'FMNIST_SHA256', 'FMNIST_FILES', 'FMNIST_CLASSES', 'DEBIAN_PATH', 'SAMPLE_PATH', 'FMNIST_STATS',
            'read_idx', 'write_idx', 'cache_dir', 'sha256', 'interactive', 'download', 'fashion_mnist_path',
            'load_fashion_mnist', 'make_sample', 'default_device', 'prep_inputs', 'TensorLoader', 'rank_slices',
-           'DataLoaders', 'fashion_mnist_dls']
+           'eval_loader', 'DataLoaders', 'fashion_mnist_dls']
 
 # %% ../nbs/05_data.ipynb #986600c3
 def _read_into(f, buf:memoryview)->int:
@@ -329,6 +329,13 @@ def rank_slices(n:int, # samples in the data
     return end, [(r*k // ws, (r+1)*k // ws) for k in (min(bs, end - i) for i in range(0, end, bs))]
 
 # %% ../nbs/05_data.ipynb #1443d221
+def eval_loader(x:Tensor, y:Tensor|None, bs:int, # the training batch size
+                **kwargs, # passed to `TensorLoader`: `device`, `norm`, `shape`
+               )->TensorLoader:
+    """A loader for validation or test data: `2*bs` samples a batch (without gradients a batch needs
+    less memory), in order."""
+    return TensorLoader(x, y, 2*bs, **kwargs)
+
 class DataLoaders:
     "A training and a validation loader: any iterables of `(x, y)` batches."
     def __init__(self, train, # the training batches
@@ -342,8 +349,8 @@ class DataLoaders:
                     ):
         "Two `TensorLoader`s: the training one shuffled."
         return cls(TensorLoader(x_train, y_train, bs, shuffle=True, **kwargs),
-                   TensorLoader(x_valid, y_valid, 2*bs,
-                                **{k: v for k, v in kwargs.items() if k != 'drop_last'}))
+                   eval_loader(x_valid, y_valid, bs,
+                               **{k: v for k, v in kwargs.items() if k != 'drop_last'}))
 
     def __repr__(self): return f'DataLoaders(train={self.train!r}, valid={self.valid!r})'
 

@@ -10,8 +10,8 @@ import torch
 
 # %% auto #0
 __all__ = ['SEAL', 'FORMAT', 'VERSION', 'file_mode', 'temp_name', 'disk_error', 'atomic_write', 'seal', 'atomic_save', 'writable',
-           'sweep_temps', 'FolderBusy', 'FolderLock', 'CheckpointError', 'regular_file', 'unseal', 'load_file',
-           'check_plain', 'short_list', 'read_checkpoint']
+           'process_alive', 'sweep_temps', 'FolderBusy', 'FolderLock', 'CheckpointError', 'regular_file', 'unseal',
+           'load_file', 'check_plain', 'short_list', 'read_checkpoint']
 
 # %% ../nbs/04b_files.ipynb #7985843d
 def file_mode()->int:
@@ -103,10 +103,14 @@ def writable(folder:Path|str, # a folder that files will be written to; created 
     return folder
 
 # %% ../nbs/04b_files.ipynb #b3c9d0a1
-def _alive(pid:int)->bool:
+def process_alive(pid:int)->bool:
+    "Whether process `pid` on this host still runs (a zombie does not)."
+    if Path('/proc/self/stat').exists():
+        try: return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0] not in 'ZX'
+        except (OSError, IndexError): return False
     try: os.kill(pid, 0)
     except ProcessLookupError: return False
-    except PermissionError: return True  # someone else's process
+    except PermissionError: pass  # someone else's process
     return True
 
 def sweep_temps(path:Path|str, # the file whose temporary files to look for
@@ -115,7 +119,7 @@ def sweep_temps(path:Path|str, # the file whose temporary files to look for
     path, gone = Path(path), []
     for t in path.parent.glob(f'.{path.name}.*.tmp'):
         pid = t.name[len(path.name) + 2:].split('.')[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
             t.unlink(missing_ok=True)
             gone.append(t)
     return gone

@@ -11,7 +11,8 @@ from fastcore.basics import patch
 from torch import Tensor, nn
 from .data import prep_inputs
 from .events import Callback
-from .learner import Learner, MetricsCB, is_metric_obj, named_metrics, to_device
+from .learner import Learner
+from .core_cbs import MetricsCB, is_metric_obj, named_metrics, to_device
 
 # %% auto #0
 __all__ = ['Gather']
@@ -51,7 +52,7 @@ class Gather(Callback):
         self.total = torch.zeros(())
 
     def before_validate(self):
-        self._lf = _unreduced(self.learn.loss_func) if self.with_loss else None
+        self._lf = _unreduced(self.loss_func) if self.with_loss else None
 
     def before_batch(self):
         if self.device is not None:

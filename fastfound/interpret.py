@@ -155,72 +155,69 @@ class ClassificationInterpretation:
     def __repr__(self):
         return f'ClassificationInterpretation({len(self.preds)} items, {self.n_classes} classes)'
 
-# %% ../nbs/11f_interpret.ipynb #42a10ca9
-@patch
-def confusion_matrix(self:ClassificationInterpretation)->Tensor:
-    "`cm[i, j]`: the number of items of actual class `i` predicted as class `j`, an int64 tensor."
-    n = self.n_classes
-    return torch.bincount(self.targs * n + self.decoded, minlength=n * n).view(n, n)
+    def confusion_matrix(self)->Tensor:
+        """`cm[i, j]`: the number of items of actual class `i` predicted as class `j`, an int64
+        tensor."""
+        n = self.n_classes
+        return torch.bincount(self.targs * n + self.decoded, minlength=n * n).view(n, n)
 
-@patch
-def plot_confusion_matrix(self:ClassificationInterpretation,
-                          normalize:bool=False, # each row as fractions of its class
-                          title:str='Confusion matrix', cmap:str='Blues',
-                          norm_dec:int=2, # decimals of the normalised values
-                          plot_txt:bool=True, # the numbers in the cells
-                          figsize=None, ax=None):
-    "The confusion matrix as a picture, actual classes down, predicted across; returns the `ax`."
-    cm = self.confusion_matrix().double()
-    if normalize: cm = cm / cm.sum(1, keepdim=True).clamp_min(1)
-    n = self.n_classes
-    if ax is None: ax = plt.subplots(figsize=figsize or (max(4, 0.45 * n + 2),) * 2)[1]
-    ax.imshow(cm.numpy(), interpolation='nearest', cmap=cmap)
-    names = [label_name(i, self.vocab) for i in range(n)]
-    ax.set_xticks(range(n), names, rotation=90)
-    ax.set_yticks(range(n), names)
-    ax.set(title=title, xlabel='Predicted', ylabel='Actual')
-    if plot_txt:
-        hi = float(cm.max())
-        for i in range(n):
-            for j in range(n):
-                v = float(cm[i, j])
-                txt = f'{v:.{norm_dec}f}' if normalize else f'{int(v)}'
-                ax.text(j, i, txt, ha='center', va='center', fontsize=8,
-                        color='white' if v > hi / 2 else 'black')
-    ax.figure.tight_layout()
-    return ax
+    def plot_confusion_matrix(self,
+                              normalize:bool=False, # each row as fractions of its class
+                              title:str='Confusion matrix', cmap:str='Blues',
+                              norm_dec:int=2, # decimals of the normalised values
+                              plot_txt:bool=True, # the numbers in the cells
+                              figsize=None, ax=None):
+        """The confusion matrix as a picture, actual classes down, predicted across; returns the
+        `ax`."""
+        cm = self.confusion_matrix().double()
+        if normalize: cm = cm / cm.sum(1, keepdim=True).clamp_min(1)
+        n = self.n_classes
+        if ax is None: ax = plt.subplots(figsize=figsize or (max(4, 0.45 * n + 2),) * 2)[1]
+        ax.imshow(cm.numpy(), interpolation='nearest', cmap=cmap)
+        names = [label_name(i, self.vocab) for i in range(n)]
+        ax.set_xticks(range(n), names, rotation=90)
+        ax.set_yticks(range(n), names)
+        ax.set(title=title, xlabel='Predicted', ylabel='Actual')
+        if plot_txt:
+            hi = float(cm.max())
+            for i in range(n):
+                for j in range(n):
+                    v = float(cm[i, j])
+                    txt = f'{v:.{norm_dec}f}' if normalize else f'{int(v)}'
+                    ax.text(j, i, txt, ha='center', va='center', fontsize=8,
+                            color='white' if v > hi / 2 else 'black')
+        ax.figure.tight_layout()
+        return ax
 
-# %% ../nbs/11f_interpret.ipynb #9ff01422
-@patch
-def top_losses(self:ClassificationInterpretation, k:int|None=None, # how many; `None`: all, sorted
-               largest:bool=True): # `False`: the smallest losses
-    "The `k` largest (or smallest) losses and the indices of their items: `(values, indices)`."
-    n = len(self.losses)
-    return self.losses.topk(n if k is None else min(k, n), largest=largest)
+    def top_losses(self, k:int|None=None, # how many; `None`: all, sorted
+                   largest:bool=True): # `False`: the smallest losses
+        "The `k` largest (or smallest) losses and the indices of their items: `(values, indices)`."
+        n = len(self.losses)
+        return self.losses.topk(n if k is None else min(k, n), largest=largest)
 
-@patch
-def plot_top_losses(self:ClassificationInterpretation, k:int=9, # how many items
-                    largest:bool=True, # `False`: the smallest losses
-                    **kwargs): # passed to `show_images` (`nrows`, `ncols`, `imsize`, ...)
-    "The `k` items of highest loss, titled prediction/actual and loss/probability; returns the axes"
-    if self.inputs is None: raise ValueError('plot_top_losses needs the inputs: use from_learner')
-    losses, idx = self.top_losses(k, largest)
-    probs = self.preds[idx].float().softmax(-1)
-    dec, v = self.decoded[idx], self.vocab
-    titles = [f'{label_name(p, v)} / {label_name(t, v)}\n{float(l):.2f} / {float(pr[p]):.2f}'
-              for p, t, l, pr in zip(dec, self.targs[idx], losses, probs)]
-    kwargs.setdefault('suptitle', 'Prediction / Actual\nLoss / Probability')
-    kwargs.setdefault('imsize', 2.2)
-    return show_images(self.inputs[idx], titles=titles, **kwargs)
+    def plot_top_losses(self, k:int=9, # how many items
+                        largest:bool=True, # `False`: the smallest losses
+                        **kwargs): # passed to `show_images` (`nrows`, `ncols`, `imsize`, ...)
+        """The `k` items of highest loss, titled prediction/actual and loss/probability; returns the
+        axes"""
+        if self.inputs is None:
+            raise ValueError('plot_top_losses needs the inputs: use from_learner')
+        losses, idx = self.top_losses(k, largest)
+        probs = self.preds[idx].float().softmax(-1)
+        dec, v = self.decoded[idx], self.vocab
+        titles = [f'{label_name(p, v)} / {label_name(t, v)}\n{float(l):.2f} / {float(pr[p]):.2f}'
+                  for p, t, l, pr in zip(dec, self.targs[idx], losses, probs)]
+        kwargs.setdefault('suptitle', 'Prediction / Actual\nLoss / Probability')
+        kwargs.setdefault('imsize', 2.2)
+        return show_images(self.inputs[idx], titles=titles, **kwargs)
 
-# %% ../nbs/11f_interpret.ipynb #3574c2a1
-@patch
-def most_confused(self:ClassificationInterpretation,
-                  min_val:int=1, # the fewest mix-ups a pair needs
-                 )->list:
-    "`(actual, predicted, count)` for pairs of classes with at least `min_val` mix-ups, most first."
-    cm = self.confusion_matrix()
-    cm.fill_diagonal_(0)
-    pairs = [(int(cm[i, j]), i, j) for i, j in (cm >= max(min_val, 1)).nonzero().tolist()]
-    pairs.sort(key=lambda c: (-c[0], c[1], c[2]))
-    return [(label_name(i, self.vocab), label_name(j, self.vocab), n) for n, i, j in pairs]
+    def most_confused(self,
+                      min_val:int=1, # the fewest mix-ups a pair needs
+                     )->list:
+        """`(actual, predicted, count)` for pairs of classes with at least `min_val` mix-ups, most
+        first."""
+        cm = self.confusion_matrix()
+        cm.fill_diagonal_(0)
+        pairs = [(int(cm[i, j]), i, j) for i, j in (cm >= max(min_val, 1)).nonzero().tolist()]
+        pairs.sort(key=lambda c: (-c[0], c[1], c[2]))
+        return [(label_name(i, self.vocab), label_name(j, self.vocab), n) for n, i, j in pairs]

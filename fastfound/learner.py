@@ -4,27 +4,29 @@
 
 # %% ../nbs/06_learner.ipynb #282e909a
 from __future__ import annotations
-import copy, math, numbers, time, warnings
+import math, numbers
 from contextlib import contextmanager
 from pathlib import Path
 import torch
 import torch.nn.functional as F
-from fastcore.basics import listify, patch, store_attr
+from fastcore.basics import listify, store_attr
 from torch import Tensor, nn
-from .data import default_device, interactive
 from .events import *
-from .files import FORMAT, VERSION, atomic_save, check_plain, read_checkpoint
-from .state import (bare_model, cb_states, check_model_state, load_cb_states,
-                             load_model_state,
-                    load_opt_state, rng_states, set_rng_states)
-from .ranks import all_reduce_sum, barrier, broadcast, is_main, world_size
-from .files import CheckpointError
-from .state import (Snapshot, check_opt_state, check_train_record, hold_interrupts,
-                             release_interrupts,
-                             uninterrupted)
+from .files import (FORMAT, VERSION, CheckpointError, atomic_save, check_plain,
+                             read_checkpoint)
+from .interrupts import hold_interrupts, release_interrupts, uninterrupted
+from .ranks import barrier, is_main
+from .state import (Snapshot, bare_model, cb_states, check_model_state, check_opt_state,
+                             check_train_record, load_cb_states, load_model_state, load_opt_state,
+                             rng_states, set_rng_states)
+from . import core_cbs
+from .core_cbs import *
+# the default callbacks, also importable from here, where the Learner adds them
+_all_ = ['to_device', 'DeviceCB', 'accuracy', 'metric_name', 'is_metric_obj', 'named_metrics',
+         'MetricsCB', 'Recorder', 'ProgressCB', 'default_cbs', 'Resume']
 
 # %% auto #0
-__all__ = ['n_batches', 'Learner', 'lr_groups', 'lr_mults', 'to_device', 'DeviceCB', 'accuracy', 'metric_name', 'is_metric_obj',
+__all__ = ['n_batches', 'lr_groups', 'lr_mults', 'Learner', 'to_device', 'DeviceCB', 'accuracy', 'metric_name', 'is_metric_obj',
            'named_metrics', 'MetricsCB', 'Recorder', 'ProgressCB', 'default_cbs', 'Resume']
 
 # %% ../nbs/06_learner.ipynb #fcbd6107
@@ -46,7 +48,46 @@ def n_batches(dl)->int|None:
     try: return len(dl)
     except TypeError: return None
 
-def _defaults(): return default_cbs()  # `default_cbs` is also the name of `Learner`'s flag
+# %% ../nbs/06_learner.ipynb #3ff78409
+_OUTER = ('before_fit', 'after_fit', 'cleanup_fit', 'before_epoch', 'after_epoch', 'cleanup_epoch')
+
+def _events(cbs, active)->dict:
+    "For each event, the bound methods of the callbacks that take part in it, in order."
+    return {e: tuple(f for c in (cbs if e in _OUTER else active) if (f := c.own(e)) is not None)
+            for e in EVENTS}
+
+def _leave(e:BaseException, event:str, fns):
+    "Run the cleanups `fns` of a stage that `e` is leaving; what they raise is noted on `e`."
+    try: run_all(event, fns)
+    except BaseException as c: note(e, f'while leaving, {event} raised {type(c).__name__}: {c}')
+
+_BATCH = ('before_batch', *STEP_EVENTS, 'after_batch', 'cleanup_batch')
+
+class _FirstXb(Callback):
+    order = 10_000 # after everything that moves or changes `xb` before the batch
+    def before_batch(self):
+        self.xb = self.learn.xb
+        raise CancelValidateException
+
+# %% ../nbs/06_learner.ipynb #3323ce39
+def lr_groups(lr, # a number, or `slice(hi)`, or `slice(lo, hi)`
+              n:int, # how many parameter groups
+             )->list:
+    """fastai's rule: a number for each group; `slice(hi)`: `hi/10`, the last `hi`; `slice(lo,
+    hi)`: geometric."""
+    if not isinstance(lr, slice): return [lr] * n
+    if lr.start is None: return [lr.stop / 10] * (n - 1) + [lr.stop]
+    if n == 1: return [lr.stop]
+    return [lr.start * (lr.stop / lr.start) ** (i / (n - 1)) for i in range(n)]
+
+def lr_mults(opt)->list:
+    """Each param group's `lr_mult` (its rate over the highest), set from the current rates where
+    it is missing."""
+    pgs = getattr(opt, 'param_groups', None) or []
+    if any('lr_mult' not in pg for pg in pgs):
+        top = max(pg['lr'] for pg in pgs)
+        for pg in pgs: pg.setdefault('lr_mult', pg['lr'] / top if top else 1.)
+    return [pg['lr_mult'] for pg in pgs]
 
 # %% ../nbs/06_learner.ipynb #9168f503
 class Learner:
@@ -78,7 +119,9 @@ class Learner:
         self.batch = self.xb = self.yb = self.preds = self.loss = None
         cbs = [c() if isinstance(c, type) else c for c in listify(cbs)]
         if default_cbs:
-            cbs = [d for d in _defaults() if not any(type(c) is type(d) for c in cbs)] + cbs
+            # the module's function: the flag `default_cbs` hides its name here
+            defaults = core_cbs.default_cbs()
+            cbs = [d for d in defaults if not any(type(c) is type(d) for c in cbs)] + cbs
         if self.metrics and not any(isinstance(c, MetricsCB) for c in cbs):
             raise ValueError('metrics are computed by MetricsCB: '
                              'with default_cbs=False, add MetricsCB() to cbs')
@@ -86,756 +129,352 @@ class Learner:
 
     def __repr__(self): return f'Learner({type(self.model).__name__}, cbs={self.cbs})'
 
-# %% ../nbs/06_learner.ipynb #edf4b7e7
-@patch
-def add_cbs(self:Learner, *cbs):
-    "Add callbacks (instances, or classes to instantiate)."
-    for cb in cbs:
-        if isinstance(cb, type): cb = cb()
-        if not isinstance(cb, Callback): raise TypeError(f'{cb!r} is not a Callback')
-        if any(c is cb for c in self.cbs): continue
-        if cb.learn is not None and cb.learn is not self:
-            raise ValueError(f'{cb!r} already belongs to another Learner: give each Learner its '
-                             'own instance, or remove it from the other one first (remove_cbs)')
-        cb.check_pieces()
-        cb.learn = self
-        self.cbs.append(cb)
-        if cb.name not in self.__dict__ and not hasattr(type(self), cb.name):
-            setattr(self, cb.name, cb)
-    return self
+    # --- callbacks
+    def add_cbs(self, *cbs):
+        "Add callbacks (instances, or classes to instantiate)."
+        for cb in cbs:
+            if isinstance(cb, type): cb = cb()
+            if not isinstance(cb, Callback): raise TypeError(f'{cb!r} is not a Callback')
+            if any(c is cb for c in self.cbs): continue
+            if cb.learn is not None and cb.learn is not self:
+                raise ValueError(f'{cb!r} already belongs to another Learner: give each Learner '
+                                 'its own instance, or remove it from the other one first '
+                                 '(remove_cbs)')
+            cb.check_pieces()
+            cb.learn = self
+            self.cbs.append(cb)
+            if cb.name not in self.__dict__ and not hasattr(type(self), cb.name):
+                setattr(self, cb.name, cb)
+        return self
 
-@patch
-def remove_cbs(self:Learner, *cbs):
-    "Remove callbacks."
-    for cb in cbs:
-        self.cbs = [c for c in self.cbs if c is not cb]
-        if self.__dict__.get(cb.name) is cb: delattr(self, cb.name)
-        cb.learn = None
-    return self
+    def remove_cbs(self, *cbs):
+        "Remove callbacks."
+        for cb in cbs:
+            self.cbs = [c for c in self.cbs if c is not cb]
+            if self.__dict__.get(cb.name) is cb: delattr(self, cb.name)
+            cb.learn = None
+        return self
 
-@patch
-@contextmanager
-@uninterrupted
-def added_cbs(self:Learner, cbs):
-    "Add `cbs` for the duration of a `with` block; a Ctrl-C waits while they are added and removed."
-    hold_interrupts()
-    cbs = [c() if isinstance(c, type) else c for c in listify(cbs)]
-    new = [c for c in cbs if not any(c is o for o in self.cbs)]
-    self.add_cbs(*new)
-    try:
-        release_interrupts()  # a Ctrl-C that came while adding them lands here: they go again
-        yield self
-    finally:
-        self.remove_cbs(*new)
-        release_interrupts()
-
-# %% ../nbs/06_learner.ipynb #adca6716
-_HINT = dict(split='to predict use predict_one(x) for one item or get_preds(dl) for many',
-             predict='to predict use predict_one(x) for one item or get_preds(dl) for many',
-             get_loss='for the loss over data use validate(dl) or get_preds(dl, with_loss=True)',
-             backward='to train use fit(n_epochs)', step='to train use fit(n_epochs)',
-             zero_grad='to train use fit(n_epochs)')
-
-def _piece_args(name:str):
-    raise TypeError(f'Learner.{name}() is a step piece of the training loop: it takes no '
-                    "arguments and works on the learner's batch, xb, yb, preds and "
-                    f'loss; {_HINT[name]}')
-
-@patch
-def split(self:Learner, *args, **kwargs):
-    """Split `self.batch` into `self.xb`, `self.yb`: a pair `(x, y)`; a tensor `x` (or `(x,)`) has
-    no targets."""
-    if args or kwargs: _piece_args('split')
-    b = self.batch
-    if isinstance(b, (tuple, list)) and len(b) == 2: self.xb, self.yb = b
-    elif isinstance(b, Tensor): self.xb, self.yb = b, None
-    elif isinstance(b, (tuple, list)) and len(b) == 1: self.xb, self.yb = b[0], None
-    elif self._custom_predict: self.xb, self.yb = b, None
-    else:
-        n = f' of length {len(b)}' if isinstance(b, (tuple, list)) else ''
-        raise TypeError(f'a batch must be a pair (x, y), got {type(b).__name__}{n}; '
-                        'for another structure give the Learner a custom `split` or `predict`')
-
-@patch
-def predict(self:Learner, *args, **kwargs):
-    "`self.preds` from `self.xb`."
-    if args or kwargs: _piece_args('predict')
-    self.preds = self.model(self.xb)
-
-@patch
-def get_loss(self:Learner, *args, **kwargs):
-    "`self.loss` from `self.preds` and `self.yb`."
-    if args or kwargs: _piece_args('get_loss')
-    if self.yb is None:
-        raise ValueError('this batch has no targets (yb is None): training and validation need (x, '
-                         'y) batches; get_preds and predict_one predict unlabelled data')
-    self.loss = self.loss_func(self.preds, self.yb)
-
-@patch
-def backward(self:Learner, *args, **kwargs):
-    "Backpropagate `self.loss`."
-    if args or kwargs: _piece_args('backward')
-    self.loss.backward()
-
-@patch
-def step(self:Learner, *args, **kwargs):
-    "One optimizer step."
-    if args or kwargs: _piece_args('step')
-    self.opt.step()
-
-@patch
-def zero_grad(self:Learner, *args, **kwargs):
-    "Clear the gradients."
-    if args or kwargs: _piece_args('zero_grad')
-    self.opt.zero_grad()
-
-# %% ../nbs/06_learner.ipynb #3ff78409
-_OUTER = ('before_fit', 'after_fit', 'cleanup_fit', 'before_epoch', 'after_epoch', 'cleanup_epoch')
-
-def _events(cbs, active)->dict:
-    "For each event, the bound methods of the callbacks that take part in it, in order."
-    return {e: tuple(f for c in (cbs if e in _OUTER else active) if (f := c.own(e)) is not None)
-            for e in EVENTS}
-
-@patch
-def _resolve(self:Learner):
-    "Build the event tuples and step pieces for each phase from the current callbacks."
-    cbs = sorted((c for c in self.cbs if is_main() or not c.main_only), key=lambda c: c.order)
-    self._ev, self._pieces = {}, {}
-    for training in (True, False):
-        active = [c for c in cbs if (c.run_train if training else c.run_valid)]
-        pieces = []
-        for p in PIECES:
-            owners = [c for c in active if c.own(p) is not None]
-            if len(owners) > 1:
-                raise ValueError(f'{p} is replaced by more than one callback: {owners}')
-            pieces.append(owners[0].own(p) if owners else getattr(self, p))
-        self._ev[training], self._pieces[training] = _events(cbs, active), tuple(pieces)
-    custom = type(self).predict is not Learner.predict
-    self._custom_predict = custom or any(c.own('predict') is not None for c in cbs)
-
-# %% ../nbs/06_learner.ipynb #4f4f3fc8
-@patch
-def create_opt(self:Learner):
-    "Create `self.opt` with `opt_func` over the model's parameters."
-    params = list(self.model.parameters()) if hasattr(self.model, 'parameters') else []
-    if not params:
-        raise ValueError(f'the model ({type(self.model).__name__}) has no parameters to train')
-    groups = [list(g) for g in self.splitter(self.model)] if self.splitter is not None else [params]
-    n = sum(len(g) for g in groups)
-    if n != len(params) or len({id(p) for g in groups for p in g}) != len(params):
-        raise ValueError(f'the splitter must give each of the model\'s {len(params)} parameters to '
-                         f'exactly one group, got {len(groups)} groups holding {n}')
-    top = max(lr_groups(self.lr, len(groups)))
-    self.opt = self.opt_func([dict(params=g) for g in groups] if len(groups) > 1 else params,
-                             lr=top)
-    self.set_lr(self.lr)
-
-@patch
-def _check_loaders(self:Learner):
-    if self.dls.train is None: raise ValueError('dls.train is None: there is nothing to train on')
-    for name in ('train', 'valid'):
-        dl = getattr(self.dls, name)
-        if dl is not None and n_batches(dl) == 0:
-            raise ValueError(f'dls.{name} is empty: it yields no batches '
-                             '(a batch size larger than the data with drop_last?)')
-
-# %% ../nbs/06_learner.ipynb #0b7a1f2e
-@patch
-def fit(self:Learner, n_epochs:int, # how many epochs in all (also when resuming)
-        lr:float|slice|None=None, # a new learning rate, set on the optimizer too (`set_lr`)
-        cbs=None, # callbacks for this fit only
-        resume:Path|str|bool|None=None, # a training checkpoint to resume; `True`: `Checkpoint`'s
-       ):
-    "Train for `n_epochs`, continuing from the checkpoint `resume` when one is given."
-    if isinstance(n_epochs, bool) or not isinstance(n_epochs, numbers.Integral) or n_epochs < 1:
-        raise ValueError(f'fit needs a whole number of epochs >= 1, got {n_epochs!r}')
-    if lr is not None: _check_lr(lr)
-    self._check_loaders()
-    cbs = listify(cbs) + ([] if resume is None or resume is False else [Resume(resume)])
-    with self.added_cbs(cbs):
-        self._resolve()
-        if lr is not None: self.lr = lr
-        if self.opt is None and self.opt_func is not None: self.create_opt()
-        elif lr is not None and self.opt is not None: self.set_lr(lr)
-        own = {p for p, f in zip(PIECES, self._pieces[True])
-               if getattr(f, '__func__', None) is getattr(Learner, p)}
-        if self.opt is None and own & {'step', 'zero_grad'}:
-            raise ValueError('without an optimizer (opt_func=None) a callback or subclass must '
-                             'replace step and zero_grad')
-        self.n_epochs, self.stop_training = n_epochs, False
-        self._stage('fit', self._do_fit, CancelFitException, self._ev[True])
-
-# %% ../nbs/06_learner.ipynb #49f2ac7c
-def _leave(e:BaseException, event:str, fns):
-    "Run the cleanups `fns` of a stage that `e` is leaving; what they raise is noted on `e`."
-    try: run_all(event, fns)
-    except BaseException as c: note(e, f'while leaving, {event} raised {type(c).__name__}: {c}')
-
-@patch
-def _stage(self:Learner, name:str, body, cancel:type, ev:dict):
-    try:
-        run_event('before_' + name, ev['before_' + name])
-        body()
-        run_event('after_' + name, ev['after_' + name])
-    except cancel: pass
-    except BaseException as e:
-        _leave(e, 'cleanup_' + name, ev['cleanup_' + name])
-        raise
-    run_all('cleanup_' + name, ev['cleanup_' + name])
-
-@patch
-def _do_fit(self:Learner):
-    for self.epoch in range(self.start_epoch, self.n_epochs):
-        self.epoch_stats = {'epoch': self.epoch}
-        self._stage('epoch', self._do_epoch, CancelEpochException, self._ev[True])
-        # asked for during this epoch: it has finished, every after_epoch saw it
-        if self.stop_training: break
-
-@patch
-def _do_epoch(self:Learner):
-    self._phase(True)
-    if self.dls.valid is not None:
-        with torch.no_grad(): self._phase(False)
-
-@patch
-def _phase(self:Learner, training:bool):
-    self.training, self.dl = training, (self.dls.train if training else self.dls.valid)
-    self.n_iter = n_batches(self.dl)
-    if hasattr(self.model, 'train'): self.model.train(training)
-    self._stage('train' if training else 'validate', self._do_batches,
-                CancelTrainException if training else CancelValidateException, self._ev[training])
-
-# %% ../nbs/06_learner.ipynb #98651a79
-_BATCH = ('before_batch', *STEP_EVENTS, 'after_batch', 'cleanup_batch')
-
-@patch
-def _do_batches(self:Learner):
-    training, ev = self.training, self._ev[self.training]
-    before, a_pred, a_loss, a_back, a_step, after, cleanup = (ev[e] for e in _BATCH)
-    split, predict, get_loss, backward, step, zero_grad = self._pieces[training]
-    self.iter = -1
-    for self.iter, self.batch in enumerate(self.dl):
+    @contextmanager
+    @uninterrupted
+    def added_cbs(self, cbs):
+        """Add `cbs` for the duration of a `with` block; a Ctrl-C waits while they are added and
+        removed."""
+        hold_interrupts()
+        cbs = [c() if isinstance(c, type) else c for c in listify(cbs)]
+        new = [c for c in cbs if not any(c is o for o in self.cbs)]
+        self.add_cbs(*new)
         try:
-            split()
-            if before: run_event('before_batch', before)
-            predict()
-            if a_pred: run_event('after_pred', a_pred)
-            get_loss()
-            if self.loss.ndim:
-                raise ValueError(f'the loss must be a scalar, got shape {tuple(self.loss.shape)}: '
-                                 'use a loss_func that reduces (e.g. reduction="mean")')
-            if a_loss: run_event('after_loss', a_loss)
-            if training:
-                backward()
-                if a_back: run_event('after_backward', a_back)
-                step()
-                if a_step: run_event('after_step', a_step)
-                zero_grad()
-            if after: run_event('after_batch', after)
-        except CancelBatchException:
-            if training: zero_grad()
-        # an error or Ctrl-C: leave no half batch's gradients for the next fit
-        except BaseException as e:
-            _leave(e, 'cleanup_batch', ((zero_grad,) if training else ()) + cleanup)
-            raise
-        if cleanup: run_all('cleanup_batch', cleanup)
-    if self.iter < 0: raise ValueError(f'dls.{"train" if training else "valid"} yielded no batches')
+            release_interrupts()  # a Ctrl-C that came while adding them lands here: they go again
+            yield self
+        finally:
+            self.remove_cbs(*new)
+            release_interrupts()
 
-# %% ../nbs/06_learner.ipynb #3323ce39
-def lr_groups(lr, # a number, or `slice(hi)`, or `slice(lo, hi)`
-              n:int, # how many parameter groups
-             )->list:
-    """fastai's rule: a number for each group; `slice(hi)`: `hi/10`, the last `hi`; `slice(lo,
-    hi)`: geometric."""
-    if not isinstance(lr, slice): return [lr] * n
-    if lr.start is None: return [lr.stop / 10] * (n - 1) + [lr.stop]
-    if n == 1: return [lr.stop]
-    return [lr.start * (lr.stop / lr.start) ** (i / (n - 1)) for i in range(n)]
-
-def lr_mults(opt)->list:
-    """Each param group's `lr_mult` (its rate over the highest), set from the current rates where
-    it is missing."""
-    pgs = getattr(opt, 'param_groups', None) or []
-    if any('lr_mult' not in pg for pg in pgs):
-        top = max(pg['lr'] for pg in pgs)
-        for pg in pgs: pg.setdefault('lr_mult', pg['lr'] / top if top else 1.)
-    return [pg['lr_mult'] for pg in pgs]
-
-@patch
-# a number: every group scaled, ratios kept; a slice: spread over the groups
-def set_lr(self:Learner, lr):
-    "Set the learning rate of every parameter group, fastai-style; it becomes `self.lr`."
-    _check_lr(lr)
-    self.lr = lr
-    pgs = getattr(self.opt, 'param_groups', None)
-    if not pgs: return
-    if isinstance(lr, slice):
-        lrs = lr_groups(lr, len(pgs))
-        for pg, l in zip(pgs, lrs): pg['lr'], pg['lr_mult'] = l, l / max(lrs)
-    else:
-        for pg, m in zip(pgs, lr_mults(self.opt)): pg['lr'] = lr * m
-
-# %% ../nbs/06_learner.ipynb #0a4afe6e
-def to_device(b, device:torch.device):
-    "Move `b` (a tensor, or tuples, lists and dicts of them) to `device`."
-    if isinstance(b, Tensor): return b.to(device, non_blocking=True)
-    if isinstance(b, (tuple, list)): return type(b)(to_device(o, device) for o in b)
-    if isinstance(b, dict): return {k: to_device(v, device) for k, v in b.items()}
-    return b
-
-class DeviceCB(Callback):
-    """Put the model on `device` when the fit starts, and each batch's `xb` and `yb` before it is
-    used."""
-    order = -100
-    def __init__(self, device=None): # `None`: CUDA when available, else the CPU
-        self.device = default_device() if device is None else torch.device(device)
-    def before_fit(self):
-        if hasattr(self.model, 'to'): self.model.to(self.device)
-    def _check_loader(self): self._move = getattr(self.dl, 'device', None) != self.device
-    before_train = before_validate = _check_loader
-    def before_batch(self):
-        if not self._move: return
-        learn, d = self.learn, self.device
-        learn.xb, learn.yb = to_device(learn.xb, d), to_device(learn.yb, d)
-
-# %% ../nbs/06_learner.ipynb #5c3e0d11
-@patch(as_prop=True)
-def device(self:Learner)->torch.device:
-    """Where the model trains: `DeviceCB`'s device; without one, where its parameters are (else the
-    CPU)."""
-    cb = next((c for c in self.cbs if isinstance(c, DeviceCB)), None)
-    if cb is not None: return cb.device
-    p = next(iter(self.model.parameters()), None) if hasattr(self.model, 'parameters') else None
-    return p.device if p is not None else torch.device('cpu')
-
-# %% ../nbs/06_learner.ipynb #83a9f7c2
-def accuracy(preds:Tensor, # scores, one row per sample
-             targ:Tensor, # class indices
-            )->Tensor:
-    "The fraction of samples whose highest score is the target class."
-    return (preds.argmax(dim=-1) == targ).float().mean()
-
-def metric_name(m)->str:
-    """The name a metric's column gets: a function's or a partial's `__name__`, else its class's in
-    snake case."""
-    if hasattr(m, 'func'): m = m.func  # a partial
-    return getattr(m, '__name__', None) or Callback.name.fget(m)
-
-def is_metric_obj(m)->bool:
-    "Whether `m` is a metric object (with `update`, `compute`, `reset`) rather than a function."
-    return all(callable(getattr(m, k, None)) for k in ('update', 'compute', 'reset'))
-
-# %% ../nbs/06_learner.ipynb #f4a30bd7
-def named_metrics(ms)->list:
-    """`(name, metric)` for each of `ms`: a `(name, metric)` pair keeps its name, others get
-    `metric_name`'s."""
-    pairs = [m if isinstance(m, tuple) and len(m) == 2 and isinstance(m[0], str)
-             else (metric_name(m), m)
-             for m in listify(ms)]
-    names = [n for n, _ in pairs]
-    dup = sorted({n for n in names if names.count(n) > 1 or n == 'loss'})
-    if dup:
-        raise ValueError(f'metric names must be distinct and not "loss", got {names}: '
-                         'name them with (name, metric) pairs, e.g. '
-                         'metrics=[("top1", partial(topk, k=1)), ("top3", partial(topk, k=3))]')
-    return pairs
-
-# %% ../nbs/06_learner.ipynb #1bce2849
-class MetricsCB(Callback):
-    "Mean loss and metrics over each phase of each epoch, into `learn.epoch_stats`."
-    order, run_lr_find = -10, False
-    def __init__(self, *metrics, # functions or update/compute/reset objects; none: `learn.metrics`
-                 train_metrics:bool=True, # metrics on the training batches too (the loss always is)
-                ):
-        self.metrics, self.train_metrics = list(metrics), train_metrics
-        named_metrics(self.metrics)
-        self._n, self._cur, self.stats = 0, [], {}
-
-    def before_fit(self):
-        pairs = named_metrics(self.metrics or self.learn.metrics)
-        self.names, ms, self._dev = [n for n, _ in pairs], [m for _, m in pairs], self.learn.device
-        def prep(m):
-            if not is_metric_obj(m): return m
-            m = copy.deepcopy(m)
-            return m.to(self._dev) if hasattr(m, 'to') else m
-        self._ms = {False: [prep(m) for m in ms],
-                    True: [prep(m) for m in ms] if self.train_metrics else []}
-        self._n, self.stats = 0, {}
-
-    def before_epoch(self): self._t0, self.stats = time.perf_counter(), {'epoch': self.epoch}
-
-    def _reset(self):
-        self._n, self._loss = 0, torch.zeros((), device=self._dev)
-        self._cur = self._ms[self.learn.training]
-        self._sums = [None] * len(self._cur)
-        for m in self._cur:
-            if is_metric_obj(m): m.reset()
-    before_train = before_validate = _reset
-
-# %% ../nbs/06_learner.ipynb #7e1c2a90
-@patch
-def after_batch(self:MetricsCB):
-    learn = self.learn
-    yb = learn.yb
-    n = len(yb) if yb is not None else 1
-    self._n += n
-    self._loss.add_(learn.loss.detach(), alpha=n)
-    if not self._cur: return
-    preds = learn.preds.detach()
-    for i, m in enumerate(self._cur):
-        if is_metric_obj(m): m.update(preds, yb)
+    # --- the step, in pieces
+    def split(self):
+        """Split `self.batch` into `self.xb`, `self.yb`: a pair `(x, y)`; a tensor `x` (or `(x,)`)
+        has no targets."""
+        b = self.batch
+        if isinstance(b, (tuple, list)) and len(b) == 2: self.xb, self.yb = b
+        elif isinstance(b, Tensor): self.xb, self.yb = b, None
+        elif isinstance(b, (tuple, list)) and len(b) == 1: self.xb, self.yb = b[0], None
+        elif self._custom_predict: self.xb, self.yb = b, None
         else:
-            v = m(preds, yb).detach()
-            self._sums[i] = v * n if self._sums[i] is None else self._sums[i].add_(v, alpha=n)
+            n = f' of length {len(b)}' if isinstance(b, (tuple, list)) else ''
+            raise TypeError(f'a batch must be a pair (x, y), got {type(b).__name__}{n}; '
+                            'for another structure give the Learner a custom `split` or `predict`')
 
-def _compute(m):
-    """`m.compute()` over every rank: torchmetrics' objects sync themselves, torcheval's through
-    its toolkit."""
-    if world_size() > 1 and hasattr(m, 'merge_state'):
-        from torcheval.metrics.toolkit import sync_and_compute
-        return sync_and_compute(m, recipient_rank='all')
-    return m.compute()
+    def predict(self):
+        "`self.preds` from `self.xb`."
+        self.preds = self.model(self.xb)
 
-@patch
-def _finish(self:MetricsCB):
-    phase = 'train' if self.learn.training else 'valid'
-    fns = [s for m, s in zip(self._cur, self._sums) if not is_metric_obj(m)]
-    if world_size() > 1:  # the sums and counts of every rank, summed: the same numbers on each
-        z = self._loss.new_zeros(())
-        sums = [z if s is None else s.to(z.device) for s in fns]
-        t = all_reduce_sum(torch.stack([z + self._n, self._loss, *sums]))
-        self._n, self._loss, fns = round(t[0].item()), t[1], list(t[2:])
-    # no batch finished, or a metric failed in its first
-    if not self._n or any(s is None for s in fns):
-        self.stats[f'{phase}_loss'] = math.nan
-        return
-    sums = torch.stack([self._loss, *[s.to(self._loss.device) for s in fns]])
-    vals = iter(sums.div(self._n).tolist())
-    self.stats[f'{phase}_loss'] = next(vals)
-    for name, m in zip(self.names, self._cur):
-        self.stats[f'{phase}_{name}'] = float(_compute(m)) if is_metric_obj(m) else next(vals)
-    self._n = 0
-@patch
-def cleanup_train(self:MetricsCB): self._finish()
-@patch
-def cleanup_validate(self:MetricsCB): self._finish()
+    def get_loss(self):
+        "`self.loss` from `self.preds` and `self.yb`."
+        if self.yb is None:
+            raise ValueError('this batch has no targets (yb is None): training and validation '
+                             'need (x, y) batches; get_preds and predict_one predict unlabelled '
+                             'data')
+        self.loss = self.loss_func(self.preds, self.yb)
 
-@patch
-def after_epoch(self:MetricsCB):
-    s = self.stats
-    named = [f'{p}_{n}' for p in ('train', 'valid') for n in self.names]
-    keys = ['epoch', 'train_loss', 'valid_loss'] + named
-    stats = {k: s[k] for k in keys if k in s} | {'time': time.perf_counter() - self._t0}
-    # rank 0's: every rank decides (stop, save) on the same numbers
-    self.learn.epoch_stats = broadcast(stats)
+    def backward(self):
+        "Backpropagate `self.loss`."
+        self.loss.backward()
 
-# %% ../nbs/06_learner.ipynb #67beb9e1
-def _is_hp(v)->bool:
-    """A hyper-parameter worth recording: a number (not a flag), or a tuple of numbers such as
-    Adam's `betas`."""
-    if isinstance(v, tuple): return bool(v) and all(_is_hp(o) for o in v)
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+    def step(self):
+        "One optimizer step."
+        self.opt.step()
 
-class Recorder(Callback):
-    """Per-batch training losses, learning rates and hyper-parameters, per-epoch stats;
-    `plot_loss`, `plot_lr`..."""
-    order, run_valid, run_lr_find = 10, False, False
-    def __init__(self):
-        self.losses, self.lrs, self.values, self.iters, self.hps = [], [], [], [], {}
-        self._pend = []
+    def zero_grad(self):
+        "Clear the gradients."
+        self.opt.zero_grad()
 
-    def before_fit(self):
+    # --- resolving once per fit
+    def _resolve(self):
+        "Build the event tuples and step pieces for each phase from the current callbacks."
+        cbs = sorted((c for c in self.cbs if is_main() or not c.main_only), key=lambda c: c.order)
+        self._ev, self._pieces = {}, {}
+        for training in (True, False):
+            active = [c for c in cbs if (c.run_train if training else c.run_valid)]
+            pieces = []
+            for p in PIECES:
+                owners = [c for c in active if c.own(p) is not None]
+                if len(owners) > 1:
+                    raise ValueError(f'{p} is replaced by more than one callback: {owners}')
+                pieces.append(owners[0].own(p) if owners else getattr(self, p))
+            self._ev[training], self._pieces[training] = _events(cbs, active), tuple(pieces)
+        custom = type(self).predict is not Learner.predict
+        self._custom_predict = custom or any(c.own('predict') is not None for c in cbs)
+
+    # --- the optimizer and the loaders
+    def create_opt(self):
+        "Create `self.opt` with `opt_func` over the model's parameters."
+        params = list(self.model.parameters()) if hasattr(self.model, 'parameters') else []
+        if not params:
+            raise ValueError(f'the model ({type(self.model).__name__}) has no parameters to train')
+        groups = ([list(g) for g in self.splitter(self.model)] if self.splitter is not None
+                  else [params])
+        n = sum(len(g) for g in groups)
+        if n != len(params) or len({id(p) for g in groups for p in g}) != len(params):
+            raise ValueError(f'the splitter must give each of the model\'s {len(params)} '
+                             f'parameters to exactly one group, got {len(groups)} groups '
+                             f'holding {n}')
+        top = max(lr_groups(self.lr, len(groups)))
+        self.opt = self.opt_func([dict(params=g) for g in groups] if len(groups) > 1 else params,
+                                 lr=top)
+        self.set_lr(self.lr)
+
+    def _check_loaders(self):
+        if self.dls.train is None:
+            raise ValueError('dls.train is None: there is nothing to train on')
+        for name in ('train', 'valid'):
+            dl = getattr(self.dls, name)
+            if dl is not None and n_batches(dl) == 0:
+                raise ValueError(f'dls.{name} is empty: it yields no batches '
+                                 '(a batch size larger than the data with drop_last?)')
+
+    # --- fit
+    def fit(self, n_epochs:int, # how many epochs in all (also when resuming)
+            lr:float|slice|None=None, # a new learning rate, set on the optimizer too (`set_lr`)
+            cbs=None, # callbacks for this fit only
+            resume:Path|str|bool|None=None, # a training checkpoint; `True`: `Checkpoint`'s
+           ):
+        "Train for `n_epochs`, continuing from the checkpoint `resume` when one is given."
+        if isinstance(n_epochs, bool) or not isinstance(n_epochs, numbers.Integral) or n_epochs < 1:
+            raise ValueError(f'fit needs a whole number of epochs >= 1, got {n_epochs!r}')
+        if lr is not None: _check_lr(lr)
+        self._check_loaders()
+        cbs = listify(cbs) + ([] if resume is None or resume is False else [Resume(resume)])
+        with self.added_cbs(cbs):
+            self._resolve()
+            if lr is not None: self.lr = lr
+            if self.opt is None and self.opt_func is not None: self.create_opt()
+            elif lr is not None and self.opt is not None: self.set_lr(lr)
+            own = {p for p, f in zip(PIECES, self._pieces[True])
+                   if getattr(f, '__func__', None) is getattr(Learner, p)}
+            if self.opt is None and own & {'step', 'zero_grad'}:
+                raise ValueError('without an optimizer (opt_func=None) a callback or subclass must '
+                                 'replace step and zero_grad')
+            self.n_epochs, self.stop_training = n_epochs, False
+            self._stage('fit', self._do_fit, CancelFitException, self._ev[True])
+
+    # --- the stages
+    def _stage(self, name:str, body, cancel:type, ev:dict):
+        try:
+            run_event('before_' + name, ev['before_' + name])
+            body()
+            run_event('after_' + name, ev['after_' + name])
+        except cancel: pass
+        except BaseException as e:
+            _leave(e, 'cleanup_' + name, ev['cleanup_' + name])
+            raise
+        run_all('cleanup_' + name, ev['cleanup_' + name])
+
+    def _do_fit(self):
+        for self.epoch in range(self.start_epoch, self.n_epochs):
+            self.epoch_stats = {'epoch': self.epoch}
+            self._stage('epoch', self._do_epoch, CancelEpochException, self._ev[True])
+            # asked for during this epoch: it has finished, every after_epoch saw it
+            if self.stop_training: break
+
+    def _do_epoch(self):
+        self._phase(True)
+        if self.dls.valid is not None:
+            with torch.no_grad(): self._phase(False)
+
+    def _phase(self, training:bool):
+        self.training, self.dl = training, (self.dls.train if training else self.dls.valid)
+        self.n_iter = n_batches(self.dl)
+        if hasattr(self.model, 'train'): self.model.train(training)
+        cancel = CancelTrainException if training else CancelValidateException
+        self._stage('train' if training else 'validate', self._do_batches, cancel,
+                    self._ev[training])
+
+    # --- the batch loop
+    def _do_batches(self):
+        training, ev = self.training, self._ev[self.training]
+        before, a_pred, a_loss, a_back, a_step, after, cleanup = (ev[e] for e in _BATCH)
+        split, predict, get_loss, backward, step, zero_grad = self._pieces[training]
+        self.iter = -1
+        for self.iter, self.batch in enumerate(self.dl):
+            try:
+                split()
+                if before: run_event('before_batch', before)
+                predict()
+                if a_pred: run_event('after_pred', a_pred)
+                get_loss()
+                if self.loss.ndim:
+                    raise ValueError('the loss must be a scalar, got shape '
+                                     f'{tuple(self.loss.shape)}: use a loss_func that reduces '
+                                     '(e.g. reduction="mean")')
+                if a_loss: run_event('after_loss', a_loss)
+                if training:
+                    backward()
+                    if a_back: run_event('after_backward', a_back)
+                    step()
+                    if a_step: run_event('after_step', a_step)
+                    zero_grad()
+                if after: run_event('after_batch', after)
+            except CancelBatchException:
+                if training: zero_grad()
+            # an error or Ctrl-C: leave no half batch's gradients for the next fit
+            except BaseException as e:
+                _leave(e, 'cleanup_batch', ((zero_grad,) if training else ()) + cleanup)
+                raise
+            if cleanup: run_all('cleanup_batch', cleanup)
+        if self.iter < 0:
+            raise ValueError(f'dls.{"train" if training else "valid"} yielded no batches')
+
+    # --- learning rates
+    # a number: every group scaled, ratios kept; a slice: spread over the groups
+    def set_lr(self, lr):
+        "Set the learning rate of every parameter group, fastai-style; it becomes `self.lr`."
+        _check_lr(lr)
+        self.lr = lr
         pgs = getattr(self.opt, 'param_groups', None)
-        hps = pgs[-1].items() if pgs else ()
-        self._keys = [k for k, v in hps if k not in ('params', 'lr_mult') and _is_hp(v)]
-        self._pend = []
+        if not pgs: return
+        if isinstance(lr, slice):
+            lrs = lr_groups(lr, len(pgs))
+            for pg, l in zip(pgs, lrs): pg['lr'], pg['lr_mult'] = l, l / max(lrs)
+        else:
+            for pg, m in zip(pgs, lr_mults(self.opt)): pg['lr'] = lr * m
 
-    def before_epoch(self):
-        if not self.learn.epoch:  # a fresh history; a resumed fit starts later and carries on
-            self.losses, self.lrs, self.values, self.iters, self.hps = [], [], [], [], {}
-        for k in self._keys: self.hps.setdefault(k, [])
+    # --- the device
+    @property
+    def device(self)->torch.device:
+        """Where the model trains: `DeviceCB`'s device; without one, where its parameters are (else
+        the CPU)."""
+        cb = next((c for c in self.cbs if isinstance(c, DeviceCB)), None)
+        if cb is not None: return cb.device
+        p = next(iter(self.model.parameters()), None) if hasattr(self.model, 'parameters') else None
+        return p.device if p is not None else torch.device('cpu')
 
-    def after_batch(self):
-        self._pend.append(self.learn.loss.detach())
-        if not self._keys: return self.lrs.append(self.learn.lr)
-        # the last group: the head, at the full rate (a resume replaces groups)
-        pg = self.opt.param_groups[-1]
-        self.lrs.append(pg['lr'])
-        for k in self._keys: self.hps[k].append(pg[k])
+    # --- one pass over data
+    @contextmanager
+    @uninterrupted
+    def isolated(self):
+        """Run a `with` block, then restore the learner's attributes, its modules' modes and the
+        grad mode."""
+        hold_interrupts()
+        saved = {k: list(v) if isinstance(v, list) else v for k, v in self.__dict__.items()}
+        mods = list(self.model.modules()) if isinstance(self.model, nn.Module) else []
+        modes, grad = [m.training for m in mods], torch.is_grad_enabled()
+        try:
+            release_interrupts()
+            yield self
+        finally:  # a Ctrl-C waits until all of it is back (see `uninterrupted`)
+            self.__dict__ = saved
+            run_all('restore', [lambda: torch.set_grad_enabled(grad)] +
+                    [lambda m=m, t=t: setattr(m, 'training', t) for m, t in zip(mods, modes)])
+            release_interrupts()
 
-    def cleanup_train(self):
-        if self._pend: self.losses += torch.stack(self._pend).float().tolist()
-        self._pend = []
+    def run_pass(self, dl, # the batches to run over
+                 cbs=None, # callbacks for this pass, added to those that take part in predictions
+                ):
+        """One validation pass over `dl`: no gradients, eval mode; the learner is put back
+        afterwards."""
+        cbs = [c() if isinstance(c, type) else c for c in listify(cbs)]
+        with self.isolated(), torch.no_grad():
+            self.cbs = [c for c in self.cbs if c.in_preds]
+            self.add_cbs(*cbs)
+            self._resolve()
+            self.training, self.dl, self.n_iter = False, dl, n_batches(dl)
+            if hasattr(self.model, 'train'): self.model.train(False)
+            self._stage('validate', self._do_batches, CancelValidateException, self._ev[False])
 
-    def after_epoch(self):
-        self.values.append(dict(self.learn.epoch_stats))
-        self.iters.append(len(self.losses))
+    def first_xb(self, dl=None): # `None`: `dls.valid`, else `dls.train`
+        """The model's input for the first batch of `dl`, as the step's `split` gives it, on the
+        learner's device."""
+        if dl is None: dl = self.dls.valid if self.dls.valid is not None else self.dls.train
+        cap = _FirstXb()
+        self.run_pass(dl, cap)
+        if not hasattr(cap, 'xb'): raise ValueError('first_xb: the loader yielded no batches')
+        return to_device(cap.xb, self.device)
 
-    def state_dict(self):
-        return dict(losses=self.losses, lrs=self.lrs, values=self.values, iters=self.iters,
-                    hps=self.hps)
-    def load_state_dict(self, sd):
-        keys = 'losses', 'lrs', 'values', 'iters'
-        self.losses, self.lrs, self.values, self.iters = (list(sd[k]) for k in keys)
-        self.hps = {k: list(v) for k, v in sd.get('hps', {}).items()}
+    # --- saving and loading
+    def _record(self, kind:str, with_opt:bool=True, **extra)->dict:
+        d = dict(format=FORMAT, version=VERSION, kind=kind,
+                 model=bare_model(self.model).state_dict())
+        if with_opt and self.opt is not None:
+            d.update(opt=self.opt.state_dict(), opt_type=type(self.opt).__name__)
+        return d | extra
 
-# %% ../nbs/06_learner.ipynb #49718c90
-def _ax(ax, figsize=(6, 4)):
-    import matplotlib.pyplot as plt
-    return ax if ax is not None else plt.subplots(figsize=figsize)[1]
+    def save(self, path:Path|str, # where to write, atomically
+             with_opt:bool=True, # include the optimizer's state
+            )->Path:
+        """Save the model's weights (and the optimizer's state) to `path`; on several ranks, rank 0
+        writes."""
+        if is_main(): atomic_save(self._record('weights', with_opt), path)
+        barrier()  # every rank may read the file once save returns
+        return Path(path)
 
-@patch
-def plot_loss(self:Recorder, skip_start:int=0, # batches to leave out at the start
-              with_valid:bool=True, # the validation loss at the end of each epoch
-              ax=None):
-    "Training loss per batch, validation loss per epoch."
-    ax = _ax(ax)
-    ax.plot(range(skip_start, len(self.losses)), self.losses[skip_start:], label='train')
-    vs = [(i, v['valid_loss']) for i, v in zip(self.iters, self.values) if 'valid_loss' in v and i
-          > skip_start]
-    if with_valid and vs: ax.plot(*zip(*vs), 'o-', label='valid')
-    ax.set(xlabel='batch', ylabel='loss')
-    ax.legend()
-    return ax
+    @uninterrupted
+    def load(self, path:Path|str, # from `save`, `Checkpoint` or `export`, or a bare state dict
+             with_opt:bool=True, # also restore the optimizer's state, when the file has it
+            )->Learner:
+        """Load the weights (and the optimizer's state) from `path`, all or nothing, with
+        `weights_only`."""
+        d = read_checkpoint(path)
+        check_model_state(self.model, d['model'], path)
+        opt, snap = self.opt, Snapshot(self.model, self.opt)
+        try:
+            if with_opt and 'opt' in d:
+                if self.opt is None: self.create_opt()
+                load_opt_state(self.opt, d['opt'], d['opt_type'], path)  # checks all, then changes
+            load_model_state(self.model, d['model'], path)
+        except BaseException:
+            self.opt = opt
+            snap.restore()
+            raise
+        return self
 
-@patch
-def plot_metrics(self:Recorder, ax=None):
-    "Each per-epoch number except the loss and time, by epoch."
-    ax = _ax(ax)
-    first = self.values[0] if self.values else {}
-    keys = [k for k in first if k not in ('epoch', 'time') and not k.endswith('_loss')]
-    for k in keys:
-        ax.plot([v['epoch'] for v in self.values], [v.get(k, math.nan) for v in self.values], 'o-',
-                label=k)
-    ax.set_xlabel('epoch')
-    if keys: ax.legend()
-    return ax
+    def state_dict(self)->dict:
+        """The whole training state, a `train` record: model, optimizer, epoch, callbacks' states,
+        the RNGs."""
+        cbs = cb_states(self.cbs)
+        for k, sd in cbs.items(): check_plain(sd, f"callback {k}'s state_dict()")
+        return self._record('train', epoch=self.epoch, n_epochs=self.n_epochs, cbs=cbs,
+                            rng=rng_states(self.dls), torch=str(torch.__version__))
 
-@patch
-def plot_lr(self:Recorder, ax=None):
-    "The learning rate of each training batch."
-    ax = _ax(ax)
-    ax.plot(self.lrs)
-    ax.set(xlabel='batch', ylabel='learning rate')
-    return ax
-
-# %% ../nbs/06_learner.ipynb #5107eb0b
-def _fmt(k, v):
-    if k == 'epoch': return str(v)
-    if k == 'time': return f'{v:.1f}s'
-    return f'{v:.4f}' if isinstance(v, float) else str(v)
-
-class ProgressCB(Callback):
-    """fastprogress bars and a live loss plot where someone watches; one plain line per epoch
-    elsewhere."""
-    order, run_lr_find, main_only = 20, False, True
-    def __init__(self, bars:bool|None=None, # `None`: bars where someone watches (`interactive()`)
-                 plot:bool=True, # the live loss plot (notebooks only)
-                ): self.bars, self.plot, self._bars, self.pb = bars, plot, False, None
-
-    def before_fit(self):
-        self._bars, self._header = interactive() if self.bars is None else self.bars, False
-        if self._bars:
-            from fastprogress.fastprogress import master_bar
-            self.mbar = master_bar(list(range(self.n_epochs)))
-            self.mbar.on_iter_begin()
-
-    def before_epoch(self):
-        if self._bars: self.mbar.update(self.epoch)
-
-    def _start(self):
-        self.pb = None
-        if not (self._bars and self.n_iter): return
-        from fastprogress.fastprogress import progress_bar
-        self.pb = progress_bar(range(self.n_iter), parent=self.mbar, leave=False)
-        self._last = time.perf_counter()
-        self.pb.update(0)
-    before_train = before_validate = _start
-
-# %% ../nbs/06_learner.ipynb #3b1d7f20
-@patch
-def after_batch(self:ProgressCB):
-    if self.pb is None: return
-    now = time.perf_counter()
-    if self.learn.training and now - self._last > 0.5:
-        self.pb.comment, self._last = f'loss {self.learn.loss.item():.4f}', now
-    self.pb.update(self.learn.iter + 1)
-
-@patch
-def _table(self:ProgressCB, s:dict):
-    "Write the row of stats `s` (and the header before the first row)."
-    cells = [_fmt(k, v) for k, v in s.items()]
-    if self._bars:
-        if not self._header: self.mbar.write(list(s), table=True)
-        self.mbar.write(cells, table=True)
-    else:
-        w = [max(len(k), 8) for k in s]
-        if not self._header: print('  '.join(k.ljust(n) for k, n in zip(s, w)), flush=True)
-        print('  '.join(c.ljust(n) for c, n in zip(cells, w)), flush=True)
-    self._header = True
-
-@patch
-def after_epoch(self:ProgressCB):
-    self._table(self.learn.epoch_stats)
-    rec = next((c for c in self.learn.cbs if isinstance(c, Recorder)), None)
-    if self._bars and self.plot and rec is not None and rec.losses:
-        vs = [(i, v['valid_loss']) for i, v in zip(rec.iters, rec.values) if 'valid_loss' in v]
-        self.mbar.update_graph([(range(len(rec.losses)), rec.losses)]
-                               + ([tuple(zip(*vs))] if vs else []))
-
-@patch
-def cleanup_fit(self:ProgressCB):
-    if self._bars: self.mbar.on_iter_end()
-
-# %% ../nbs/06_learner.ipynb #304403f7
-def default_cbs()->list:
-    "The callbacks a `Learner` starts with."
-    return [DeviceCB(), MetricsCB(), Recorder(), ProgressCB()]
-
-# %% ../nbs/06_learner.ipynb #2d9c4e51
-@patch
-@contextmanager
-@uninterrupted
-def isolated(self:Learner):
-    """Run a `with` block, then restore the learner's attributes, its modules' modes and the grad
-    mode."""
-    hold_interrupts()
-    saved = {k: list(v) if isinstance(v, list) else v for k, v in self.__dict__.items()}
-    mods = list(self.model.modules()) if isinstance(self.model, nn.Module) else []
-    modes, grad = [m.training for m in mods], torch.is_grad_enabled()
-    try:
-        release_interrupts()
-        yield self
-    finally:  # a Ctrl-C waits until all of it is back (see `uninterrupted`)
-        self.__dict__ = saved
-        run_all('restore', [lambda: torch.set_grad_enabled(grad)] +
-                [lambda m=m, t=t: setattr(m, 'training', t) for m, t in zip(mods, modes)])
-        release_interrupts()
-
-@patch
-def run_pass(self:Learner, dl, # the batches to run over
-             cbs=None, # callbacks for this pass, added to those that take part in predictions
-            ):
-    "One validation pass over `dl`: no gradients, eval mode; the learner is put back afterwards."
-    cbs = [c() if isinstance(c, type) else c for c in listify(cbs)]
-    with self.isolated(), torch.no_grad():
-        self.cbs = [c for c in self.cbs if c.in_preds]
-        self.add_cbs(*cbs)
-        self._resolve()
-        self.training, self.dl, self.n_iter = False, dl, n_batches(dl)
-        if hasattr(self.model, 'train'): self.model.train(False)
-        self._stage('validate', self._do_batches, CancelValidateException, self._ev[False])
-
-# %% ../nbs/06_learner.ipynb #3a21cb11
-class _FirstXb(Callback):
-    order = 10_000 # after everything that moves or changes `xb` before the batch
-    def before_batch(self):
-        self.xb = self.learn.xb
-        raise CancelValidateException
-
-@patch
-def first_xb(self:Learner, dl=None): # `None`: `dls.valid`, else `dls.train`
-    """The model's input for the first batch of `dl`, as the step's `split` gives it, on the
-    learner's device."""
-    dl = dl if dl is not None else self.dls.valid if self.dls.valid is not None else self.dls.train
-    cap = _FirstXb()
-    self.run_pass(dl, cap)
-    if not hasattr(cap, 'xb'): raise ValueError('first_xb: the loader yielded no batches')
-    return to_device(cap.xb, self.device)
-
-# %% ../nbs/06_learner.ipynb #1f5d2c8a
-@patch
-def _record(self:Learner, kind:str, with_opt:bool=True, **extra)->dict:
-    d = dict(format=FORMAT, version=VERSION, kind=kind, model=bare_model(self.model).state_dict())
-    if with_opt and self.opt is not None:
-        d.update(opt=self.opt.state_dict(), opt_type=type(self.opt).__name__)
-    return d | extra
-
-@patch
-def save(self:Learner, path:Path|str, # where to write, atomically
-         with_opt:bool=True, # include the optimizer's state
-        )->Path:
-    """Save the model's weights (and the optimizer's state) to `path`; on several ranks, rank 0
-    writes."""
-    if is_main(): atomic_save(self._record('weights', with_opt), path)
-    barrier()  # every rank may read the file once save returns
-    return Path(path)
-
-@patch
-@uninterrupted
-def load(self:Learner, path:Path|str, # from `save`, `Checkpoint` or `export`, or a bare state dict
-         with_opt:bool=True, # also restore the optimizer's state, when the file has it
-        )->Learner:
-    "Load the weights (and the optimizer's state) from `path`, all or nothing, with `weights_only`."
-    d = read_checkpoint(path)
-    check_model_state(self.model, d['model'], path)
-    opt, snap = self.opt, Snapshot(self.model, self.opt)
-    try:
-        if with_opt and 'opt' in d:
-            if self.opt is None: self.create_opt()
-            load_opt_state(self.opt, d['opt'], d['opt_type'], path)  # checks all, then changes
-        load_model_state(self.model, d['model'], path)
-    except BaseException:
-        self.opt = opt
-        snap.restore()
-        raise
-    return self
-
-# %% ../nbs/06_learner.ipynb #6c0e9b13
-@patch
-def state_dict(self:Learner)->dict:
-    """The whole training state, a `train` record: model, optimizer, epoch, callbacks' states, the
-    RNGs."""
-    cbs = cb_states(self.cbs)
-    for k, sd in cbs.items(): check_plain(sd, f"callback {k}'s state_dict()")
-    return self._record('train', epoch=self.epoch, n_epochs=self.n_epochs, cbs=cbs,
-                        rng=rng_states(self.dls), torch=str(torch.__version__))
-
-@patch
-@uninterrupted
-def load_state_dict(self:Learner, d:dict, # a `train` record, from `state_dict` or `read_checkpoint`
-                    src='the checkpoint', # named in errors and warnings
-                   ):
-    "Restore the training state `d`, checked, all or nothing; the next fit starts after its epoch."
-    check_train_record(d, src)
-    check_model_state(self.model, d['model'], src)
-    with_opt = 'opt' in d and self.opt is not None
-    if with_opt: check_opt_state(self.opt, d['opt'], d['opt_type'], src)
-    snap = Snapshot(self.model, self.opt, self.cbs, self.dls)
-    try:
-        if with_opt: load_opt_state(self.opt, d['opt'], d['opt_type'], src)
-        load_model_state(self.model, d['model'], src)
-        load_cb_states(self.cbs, d['cbs'], src)
-        set_rng_states(d['rng'], self.dls)
-    except Exception as e:
-        snap.restore()
-        if isinstance(e, CheckpointError): raise
-        raise CheckpointError(f'{src}: could not be applied ({type(e).__name__}: {e}); '
-                              'the learner is as it was') from None
-    self.start_epoch = d['epoch'] + 1
-
-# %% ../nbs/06_learner.ipynb #4a8e1d77
-class Resume(Callback):
-    "Continue a run from a training checkpoint; `fit(..., resume=...)` adds one for that fit."
-    order, run_lr_find = 1000, False
-    def __init__(self, path:Path|str|bool=True): # a `train` file; `True`: the one a callback offers
-        self.path = path
-
-    def _find(self)->Path|None:
-        if self.path is not True: return Path(self.path)
-        offered = [p for c in self.learn.cbs if (p := c.resume_file()) is not None]
-        if not offered:
-            raise ValueError('resume=True needs a Checkpoint callback to know where to look; pass '
-                             'a path instead')
-        return offered[0] if offered[0].exists() else None
-
-    def before_fit(self):
-        path = self._find()
-        if path is None: return  # nothing saved yet: a fresh start
-        self.learn.load_state_dict(read_checkpoint(path, ('train',)), path)
-        if self.learn.start_epoch >= self.learn.n_epochs:
-            warnings.warn(f'{path} was saved after epoch {self.learn.start_epoch - 1}; '
-                          f'fit({self.learn.n_epochs}) has no epochs left to run')
-
-    def cleanup_fit(self): self.learn.start_epoch = 0
+    @uninterrupted
+    def load_state_dict(self, d:dict, # a `train` record, from `state_dict` or `read_checkpoint`
+                        src='the checkpoint', # named in errors and warnings
+                       ):
+        """Restore the training state `d`, checked, all or nothing; the next fit starts after its
+        epoch."""
+        check_train_record(d, src)
+        check_model_state(self.model, d['model'], src)
+        with_opt = 'opt' in d and self.opt is not None
+        if with_opt: check_opt_state(self.opt, d['opt'], d['opt_type'], src)
+        snap = Snapshot(self.model, self.opt, self.cbs, self.dls)
+        try:
+            if with_opt: load_opt_state(self.opt, d['opt'], d['opt_type'], src)
+            load_model_state(self.model, d['model'], src)
+            load_cb_states(self.cbs, d['cbs'], src)
+            set_rng_states(d['rng'], self.dls)
+        except Exception as e:
+            snap.restore()
+            if isinstance(e, CheckpointError): raise
+            raise CheckpointError(f'{src}: could not be applied ({type(e).__name__}: {e}); '
+                                  'the learner is as it was') from None
+        self.start_epoch = d['epoch'] + 1

@@ -4,16 +4,18 @@
 
 # %% ../nbs/04c_state.ipynb #8818da8e
 from __future__ import annotations
-import _thread, copy, functools, inspect, os, random, signal, threading, time, warnings, weakref
+import copy, random, warnings
 import numpy as np
 import torch
 from torch import nn
 from .files import CheckpointError, short_list
+from .interrupts import uninterrupted
+# a name moved to fastfound.interrupts and still importable from here
+from .interrupts import finalizing, held, hold_interrupts, release_interrupts  # noqa: F401
 
 # %% auto #0
 __all__ = ['rng_states', 'set_rng_states', 'set_seed', 'bare_model', 'check_model_state', 'load_model_state', 'check_opt_state',
-           'load_opt_state', 'cb_names', 'cb_states', 'load_cb_states', 'check_train_record', 'held', 'finalizing',
-           'hold_interrupts', 'release_interrupts', 'uninterrupted', 'Snapshot']
+           'load_opt_state', 'cb_names', 'cb_states', 'load_cb_states', 'check_train_record', 'Snapshot']
 
 # %% ../nbs/04c_state.ipynb #37d6fb82
 def _np_state():
@@ -208,71 +210,6 @@ def check_train_record(d:dict, # a `train` record, as `read_checkpoint` returned
     r = d['rng']
     if not isinstance(r.get('torch'), torch.Tensor) or 'python' not in r or 'numpy' not in r:
         raise CheckpointError(f'{src}: its random number generator states are incomplete')
-
-# %% ../nbs/04c_state.ipynb #f9ecffd2
-_HELD = set()  # the code of the functions in whose frames a Ctrl-C waits
-_FINAL = {weakref.finalize.__call__.__code__}  # with `__del__`: code whose errors Python drops
-
-class _Sigint:
-    "The handler that was there before ours, and whether a Ctrl-C is waiting."
-    old, pending = None, False
-
-def _chain(frame):
-    "`frame`, then the frames that called it."
-    while frame is not None:
-        yield frame
-        frame = frame.f_back
-
-def held(frame)->bool:
-    "Whether `frame`, or a frame that called it, runs code marked `uninterrupted`."
-    return any(f.f_code in _HELD for f in _chain(frame))
-
-def finalizing(frame)->bool:
-    "Whether `frame` runs inside a finalizer: a `__del__`, or a `weakref.finalize` callback."
-    return any(f.f_code.co_name == '__del__' or f.f_code in _FINAL for f in _chain(frame))
-
-def _send_later(signum):
-    "In another thread: send `signum` to this process in 10 ms, once the main thread has moved on."
-    time.sleep(0.01)
-    os.kill(os.getpid(), signum)
-
-def _on_sigint(signum, frame):
-    if held(frame): _Sigint.pending = True
-    # Python would print a KeyboardInterrupt raised in a finalizer and go on, so send it again; from
-    # a bare thread, as `threading.Thread.start` waits, and a wait runs this handler again
-    elif finalizing(frame): _thread.start_new_thread(_send_later, (signum,))
-    else: _Sigint.old(signum, frame)
-
-# %% ../nbs/04c_state.ipynb #9cce7f64
-def hold_interrupts():
-    "Install the SIGINT handler that lets `uninterrupted` code finish (main thread only; once)."
-    if threading.current_thread() is not threading.main_thread(): return
-    cur = signal.getsignal(signal.SIGINT)
-    if cur is _on_sigint or not callable(cur): return  # ours already, or SIG_IGN/SIG_DFL
-    _Sigint.old = cur
-    signal.signal(signal.SIGINT, _on_sigint)
-
-def release_interrupts():
-    "Raise the Ctrl-C that was held back, unless whatever called the calling frame is held too."
-    if _Sigint.pending and not held(inspect.currentframe().f_back.f_back):
-        _Sigint.pending = False
-        raise KeyboardInterrupt
-
-def uninterrupted(f):
-    "Mark `f`: a Ctrl-C while it (or what it calls) runs waits until it returns (see above)."
-    _HELD.add(f.__code__)
-    if inspect.isgeneratorfunction(f): return f
-    @functools.wraps(f)
-    def _f(*args, **kwargs):
-        hold_interrupts()
-        try: r = f(*args, **kwargs)
-        except BaseException:
-            if not held(inspect.currentframe().f_back): _Sigint.pending = False  # the error is news
-            raise
-        release_interrupts()
-        return r
-    _HELD.add(_f.__code__)
-    return _f
 
 # %% ../nbs/04c_state.ipynb #19f64f83
 class Snapshot:

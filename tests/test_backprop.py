@@ -6,15 +6,10 @@ from fastfound.backprop import *
 from fastfound.backprop import _match
 from fastfound.data import load_fashion_mnist
 
-f64 = torch.float64
-TOL = dict(rtol=1e-10, atol=1e-12)
+from _f64 import TOL, close, f64, leaf, rand, seeds  # noqa: F401
+
 sizes = st.integers(1, 9)
 batch = st.integers(1, 9)   # batch of one included
-seeds = st.integers(0, 2**31 - 1)
-
-def rand(g, *shape): return torch.randn(*shape, generator=g, dtype=f64)
-def leaf(t): return t.detach().clone().requires_grad_()
-def close(a, b): torch.testing.assert_close(a, b, **TOL)
 
 @settings(max_examples=60, deadline=None)
 @given(batch, sizes, sizes, seeds)

@@ -8,12 +8,9 @@ from torch.autograd import gradcheck
 from fastfound.backprop import CrossEntropy, Lin, Mse
 from fastfound.grads import ce_grad, lin_grads, lin_grads_index
 
-f64 = torch.float64
-TOL = dict(rtol=1e-10, atol=1e-12)
-batch, sizes, seeds = st.integers(1, 6), st.integers(1, 5), st.integers(0, 2**31 - 1)
+from _f64 import TOL, close, f64, rand, seeds  # noqa: F401
 
-def rand(g, *shape): return torch.randn(*shape, generator=g, dtype=f64)
-def close(a, b): torch.testing.assert_close(a, b, **TOL)
+batch, sizes = st.integers(1, 6), st.integers(1, 5)
 
 @settings(max_examples=60, deadline=None)
 @given(batch, sizes, sizes, seeds)

@@ -103,3 +103,39 @@ def test_all_gives_the_library():
             '"cnn", "mlp", "load_learner", "accuracy", "set_seed", "MixedPrecision", "ActivationStats"]))')
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120, check=True)
     assert r.stdout.strip() == 'True'
+
+
+def _patch_targets(tree)->list:
+    "`(class, method, line)` for each function in `tree` that `@patch` attaches to the class in its annotation."
+    out = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.FunctionDef) and n.args.args and any(
+                getattr(d, 'id', getattr(getattr(d, 'func', None), 'id', None)) == 'patch' for d in n.decorator_list):
+            out.append((getattr(n.args.args[0].annotation, 'id', None), n.name, n.lineno))
+    return out
+
+
+@pytest.mark.parametrize('mod', MODULES)
+def test_patch_only_extends_earlier_classes(mod):
+    "Each class is whole where it is defined: `@patch` adds methods to a class of an earlier module only."
+    tree = ast.parse((PKG/f'{mod}.py').read_text())
+    own = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
+    bad = [(c, f, line) for c, f, line in _patch_targets(tree) if c in own]
+    assert not bad, f'{mod}.py patches its own classes: {bad}'
+
+
+def test_patch_check_can_fail():
+    tree = ast.parse('class A: pass\n@patch\ndef f(self:A): pass\n')
+    assert _patch_targets(tree) == [('A', 'f', 3)]
+
+
+def test_learner_module_is_the_learners():
+    "The loop in the class body, state without signals, and no lint exception for redefinitions."
+    src = (PKG/'learner.py').read_text()
+    cls = next(n for n in ast.parse(src).body if isinstance(n, ast.ClassDef) and n.name == 'Learner')
+    body = {n.name for n in cls.body if isinstance(n, ast.FunctionDef)}
+    assert {'__init__', 'split', 'predict', 'get_loss', 'backward', 'step', 'zero_grad', 'fit', '_stage',
+            '_do_fit', '_do_epoch', '_phase', '_do_batches', '_resolve'} <= body
+    assert len(src.splitlines()) <= 560
+    assert 'signal' not in (PKG/'state.py').read_text()
+    assert 'F811' not in (PKG.parent/'ruff.toml').read_text()
