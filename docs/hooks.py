@@ -718,7 +718,8 @@ def callbacks_page(mods:list, lib:str='fastfound', root:Path=ROOT) -> str:
 
 CALLBACKS_URI = 'callback_index.md'
 GUIDES = [('Study guide', 'study_guide.md'), ('Further research', 'further_research.md'),
-          ('Coming from miniai', 'miniai.md')]  # for the chapter's reader: pages in docs/ or generated
+          ('Coming from miniai', 'miniai.md'), ('Training on two machines', 'two_machines.md')]
+# for the chapter's reader: pages in docs/ or generated
 REFERENCE = [('Callbacks and events', CALLBACKS_URI)]
 # Chapters that are the library's machinery rather than the chapter's story: files, state, ranks, interrupts, the
 # default callbacks, the everything-at-once import. They get a sidebar group of their own, after the chapters.

@@ -14,7 +14,7 @@ import fastfound
 from .augment import BatchTransform, flip_shift_views, random_crop, random_flip
 from .callbacks import CSVLogger
 from .checkpoint import *
-from .distributed import DistributedCB, launch, process_group
+from .distributed import AutoResume, DistributedCB, launch, process_group, restart_count
 from .ema import EMA
 from .data import (FMNIST_CLASSES, FMNIST_FILES, FMNIST_STATS, DataLoaders, TensorLoader,
                             default_device, eval_loader, fashion_mnist_path,
@@ -102,6 +102,24 @@ def parser()->argparse.ArgumentParser:
     f.add_argument('--nproc', type=_number(int, hi=1024), default=1, metavar='N',
                    help='train on N processes through torch.distributed.run (torchrun); --bs is '
                    'their total (default: %(default)s)')
+    f.add_argument('--nnodes', default=None, metavar='N|MIN:MAX',
+                   help='train on N machines (nodes), --nproc processes on each; MIN:MAX lets the '
+                   'job go on while MIN remain (default: this machine alone)')
+    f.add_argument('--node-rank', type=_number(int, hi=1023, strict=False), default=None,
+                   metavar='R', help="this machine's place among the nodes, 0 on the one at "
+                   '--rdzv-endpoint')
+    f.add_argument('--rdzv-endpoint', default=None, metavar='HOST:PORT',
+                   help='where the nodes meet: node 0\'s address and a free port')
+    f.add_argument('--max-restarts', type=_number(int, hi=100, strict=False), default=0,
+                   metavar='K', help='restart the workers up to K times after a failure; they '
+                   'continue from the last epoch (a checkpoint in --out/ck) (default: %(default)s)')
+    f.add_argument('--dist-timeout', type=_number(float, hi=86400), default=300, metavar='S',
+                   help='seconds a process waits for the others in a collective before it fails '
+                   'and names the ones it lost (default: %(default)s)')
+    f.add_argument('--shard', action=Bool, default=False,
+                   help="shard the weights, gradients and optimizer state over the processes "
+                   "(FSDP2's fully_shard per block) instead of copying them to each (DDP) "
+                   '(default: off)')
     p.commands = {'fit': f}
     return p
 
@@ -129,6 +147,25 @@ def _check(p:argparse.ArgumentParser, a:argparse.Namespace):
         p.error(f'--out {a.out}: exists and is not a directory')
     why = _writable(a.out)
     if why: p.error(f'--out {a.out}: cannot write there: {why}')
+    _check_nodes(p, a)
+
+def _check_nodes(p:argparse.ArgumentParser, a:argparse.Namespace):
+    "Errors in the multi-node options: `--nnodes`, `--node-rank`, `--rdzv-endpoint`."
+    if a.nnodes is None:
+        if a.node_rank is not None or a.rdzv_endpoint is not None:
+            p.error('--node-rank and --rdzv-endpoint need --nnodes')
+        return
+    lo, _, hi = a.nnodes.partition(':')
+    if not (lo.isdigit() and (hi or lo).isdigit() and 1 <= int(lo) <= int(hi or lo) <= 1024):
+        p.error(f'--nnodes {a.nnodes}: give N or MIN:MAX, whole numbers from 1, MIN <= MAX')
+    host, _, port = (a.rdzv_endpoint or '').rpartition(':')
+    if not (host and port.isdigit() and 0 < int(port) < 65536):
+        p.error(f'--rdzv-endpoint {a.rdzv_endpoint}: give HOST:PORT, the address of node 0 and '
+                'a free port')
+    if a.node_rank is not None and a.node_rank >= int(hi or lo):
+        p.error(f'--node-rank {a.node_rank}: must be below the number of nodes, {hi or lo}')
+    if a.shard and a.max_restarts:
+        p.error('--shard with --max-restarts: sharded checkpoints are not written yet')
 
 # %% ../nbs/12_cli.ipynb #d302dcbb
 def reuse_memory(nbytes:int=1 << 30, # keep freed blocks up to this size in the heap
@@ -213,9 +250,12 @@ class _Finite(Callback):
 def _learner(a:argparse.Namespace, r:dict, dls:DataLoaders)->Learner:
     "The `Learner` for recipe `r`."
     model = MODELS[r['model']](r['width']) if r['width'] else MODELS[r['model']]()
-    if r['channels_last']: model = model.to(memory_format=torch.channels_last)
+    if r['channels_last'] and not a.shard:  # FSDP2 shards contiguous weights only
+        model = model.to(memory_format=torch.channels_last)
     if r['compile']: model = torch.compile(model)
-    cbs = [DeviceCB(a.device), CSVLogger(a.out/'history.csv'), _Finite(), DistributedCB()]
+    cbs = [DeviceCB(a.device), CSVLogger(a.out/'history.csv'), _Finite(), DistributedCB(a.shard)]
+    if int(os.environ.get('TORCHELASTIC_MAX_RESTARTS') or 0):  # restarts continue from here
+        cbs += [Checkpoint(a.out/'ck', save_best=False), AutoResume()]
     shift = partial(random_crop, pad=1, fill=BACKGROUND)
     if r['augment']: cbs.append(BatchTransform(compose(shift, random_flip)))
     if r['dtype'] != torch.float32: cbs.append(MixedPrecision(r['dtype'], a.device))
@@ -259,7 +299,7 @@ def fit(a:argparse.Namespace)->Learner:
     print(f'data: {len(dls.train.x):,} training images{hold}, {len(test_dl.x):,} test images; '
           f'device: {a.device}; loaded in {time.perf_counter() - t0:.1f}s', flush=True)
     print(describe(r), flush=True)
-    if is_main():  # a fresh run: nothing of an earlier one stays beside its results
+    if is_main() and not restart_count():  # a fresh run: no earlier one's results stay beside
         for f in ('history.csv', 'loss.png', 'confusion.png', 'model.pth'):
             (a.out/f).unlink(missing_ok=True)
     learn = _learner(a, r, dls)
@@ -294,12 +334,15 @@ def main(argv:list|None=None)->int:
     # with fit's usage, not the top level's
     if extra: f.error(f'unrecognized arguments: {" ".join(extra)}')
     _check(f, a)
-    if a.nproc > 1 and 'LOCAL_RANK' not in os.environ:  # start the ranks; under torchrun, be one
-        return launch(a.nproc, sys.argv[1:] if argv is None else list(argv))
+    if (a.nproc > 1 or a.nnodes or a.max_restarts) and 'LOCAL_RANK' not in os.environ:
+        # start the ranks through torchrun; under torchrun, be one
+        return launch(a.nproc, sys.argv[1:] if argv is None else list(argv), nnodes=a.nnodes,
+                      node_rank=a.node_rank, rdzv_endpoint=a.rdzv_endpoint,
+                      max_restarts=a.max_restarts)
     quiet = lambda: contextlib.redirect_stdout(sys.stdout if is_main() else io.StringIO())
     hold = lambda: FolderLock(a.out) if is_main() else contextlib.nullcontext()  # rank 0 writes
     try:
-        with process_group(), quiet(), hold(): fit(a)
+        with process_group(timeout=a.dist_timeout), quiet(), hold(): fit(a)
     except UsageError as e: f.error(str(e))
     except FolderBusy as e: f.error(f'--out {e}')
     except KeyboardInterrupt:
@@ -308,6 +351,8 @@ def main(argv:list|None=None)->int:
     except Exception as e:
         if os.environ.get('FASTFOUND_DEBUG'): raise
         msg = str(e).replace('\n', ' ') if isinstance(e, RunError) else f'{type(e).__name__}: {e}'
+        if 'RANK' in os.environ:  # which rank, and what it knows of the others
+            msg = '; '.join([msg, *getattr(e, '__notes__', [])])
         print(f'{f.prog}: error: {msg}'.replace('\n', ' '), file=sys.stderr)
         return 1
     return 0
