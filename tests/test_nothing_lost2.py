@@ -125,6 +125,16 @@ def test_4_csv_matches_the_checkpoint_after_any_crash(tmp_path, every, die, orde
     assert epochs_logged(log) == [0, 1, 2, 3]
 
 
+def test_4_a_log_the_checkpoint_never_saw_is_not_cut(tmp_path):
+    ck = tmp_path/'ck'
+    tiny(cbs=[Checkpoint(ck), CSVLogger(tmp_path/'h.csv')]).fit(1)
+    other = tmp_path/'other.csv'
+    other.write_text('epoch,train_loss,valid_loss,time\r\n' + '0,1,1,1\r\n' * 5)
+    with pytest.warns(UserWarning, match="the checkpoint's log was h.csv"):
+        tiny(cbs=[Checkpoint(ck), CSVLogger(other)]).fit(2, resume=True)
+    assert epochs_logged(other) == [0] * 5 + [1]
+
+
 # 5. a dangling or looping link at last.pt: resume=True starts from scratch and the first save replaces the link
 @pytest.mark.parametrize('target,why', [('gone.pt', 'is a symbolic link to gone.pt, which does not exist'),
                                         ('last.pt', 'cannot be used as a checkpoint: its symbolic links form a loop')],
