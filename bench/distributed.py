@@ -36,6 +36,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 BS, STEPS, REPS = 256, 30, 3
+# glibc raises its mmap threshold as large blocks are freed (up to 32 MiB), after which freed blocks stay in the
+# heap: the peak resident memory would then measure the allocator's caching. A fixed 1 MiB threshold (unless the
+# environment sets one) returns every large block when it is freed, so the peak is what the training held.
+MALLOC = {'MALLOC_MMAP_THRESHOLD_': os.environ.get('MALLOC_MMAP_THRESHOLD_', '1048576')}
+MLP_WIDTH, MLP_DEPTH = 2048, 12  # 784 -> 2048 -> 12 x (2048 -> 2048) -> 10: 52.0 million weights
 
 
 def worker():
@@ -74,24 +79,71 @@ def worker():
         if is_main(): print('RESULT ' + json.dumps(out), flush=True)
 
 
+def memory_worker():
+    "One rank of the memory comparison: peak resident memory of a >= 50M-weight MLP's AdamW steps."
+    import resource, torch
+    from torch import nn
+    from fastfound.data import DataLoaders, TensorLoader
+    from fastfound.distributed import DistributedCB, process_group
+    from fastfound.learner import DeviceCB, Learner
+    from fastfound.ranks import gather_all, is_main
+    from fastfound.state import set_seed
+    shard = os.environ['BENCH_SHARD'] == '1'
+    with process_group(threads=1):
+        base = int(Path('/proc/self/statm').read_text().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+        set_seed(0)
+        w = MLP_WIDTH
+        blocks = [m for _ in range(MLP_DEPTH) for m in (nn.Linear(w, w), nn.ReLU())]
+        model = nn.Sequential(nn.Linear(784, w), nn.ReLU(), *blocks, nn.Linear(w, 10))
+        n = sum(p.numel() for p in model.parameters())
+        x, y = torch.randn(64 * 4, 784), torch.randint(0, 10, (64 * 4,))
+        learn = Learner(model, DataLoaders(TensorLoader(x, y, 64, device='cpu'), None), opt_func=torch.optim.AdamW,
+                        lr=1e-4, default_cbs=False, cbs=[DeviceCB('cpu'), DistributedCB(shard=shard)])
+        learn.fit(1)  # 4 steps
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        t = gather_all(torch.tensor([[peak, base]], dtype=torch.float64))
+        if is_main(): print('RESULT ' + json.dumps(dict(params=n, peak=t[:, 0].tolist(), base=t[:, 1].tolist())),
+                            flush=True)
+
+
 def free_port()->int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
 
 
-def launch(nproc:int, threads:int)->dict:
-    port, base = free_port(), os.environ | {'BENCH_THREADS': str(threads), 'OMP_NUM_THREADS': str(threads),
+def launch(nproc:int, threads:int, worker:str='--worker', shard:bool=False, env:dict|None=None)->dict:
+    port, base = free_port(), os.environ | (env or {}) | {'BENCH_THREADS': str(threads), 'OMP_NUM_THREADS': str(threads),
+                                           'BENCH_SHARD': str(int(shard)),
                                            'OMP_WAIT_POLICY': os.environ.get('OMP_WAIT_POLICY', 'PASSIVE'),
                                            'PYTHONPATH': str(ROOT)}
     envs = [base] if nproc == 1 else [base | dict(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(nproc),
                                                   LOCAL_WORLD_SIZE=str(nproc), MASTER_ADDR='127.0.0.1',
                                                   MASTER_PORT=str(port)) for r in range(nproc)]
-    ps = [subprocess.Popen([sys.executable, __file__, '--worker'], env=e, stdout=subprocess.PIPE, text=True)
+    ps = [subprocess.Popen([sys.executable, __file__, worker], env=e, stdout=subprocess.PIPE, text=True)
           for e in envs]
     outs = [p.communicate(timeout=600)[0] for p in ps]
-    if any(p.returncode for p in ps): sys.exit(f'a launch of {nproc}x{threads} failed')
+    if any(p.returncode for p in ps): sys.exit(f'a launch of {nproc}x{threads} {worker} failed')
     return json.loads(next(l for l in outs[0].splitlines() if l.startswith('RESULT '))[7:])
+
+
+def memory(rounds:int):
+    "DDP against FSDP2 (`DistributedCB(shard=True)`) on 2 ranks, alternated: peak memory per rank."
+    res = {'ddp': [], 'fsdp': []}
+    for i in range(rounds):
+        for k in res:
+            r = launch(2, 1, '--memory-worker', shard=k == 'fsdp', env=MALLOC)
+            res[k].append(r)
+            print(f'round {i}: {k} peak per rank {[f"{p / 2**20:,.0f}" for p in r["peak"]]} MiB, '
+                  f'before the model {[f"{b / 2**20:,.0f}" for b in r["base"]]} MiB', flush=True)
+    med = {k: statistics.median(max(r['peak']) for r in v) for k, v in res.items()}
+    grow = {k: statistics.median(max(p - b for p, b in zip(r['peak'], r['base'])) for r in v)
+            for k, v in res.items()}
+    print(f'MLP of {res["ddp"][0]["params"]:,} weights, AdamW, 2 ranks, median of {rounds} rounds:')
+    print('| | peak per rank | above the start |\n|---|---|---|')
+    for k in res: print(f'| {k} | {med[k] / 2**20:,.0f} MiB | {grow[k] / 2**20:,.0f} MiB |')
+    print(f'sharded / DDP: {med["fsdp"] / med["ddp"]:.2f} of the peak, '
+          f'{grow["fsdp"] / grow["ddp"]:.2f} of what training adds')
 
 
 def main(rounds:int):
@@ -108,6 +160,8 @@ def main(rounds:int):
     print('| way | samples/s | vs 1p1t |\n|---|---|---|')
     for k, v in med.items(): print(f'| {k} | {v:,.0f} | {v / med["1p1t"]:.2f}x |')
     print(f'scaling efficiency 2p1t / (2 x 1p1t): {med["2p1t"] / (2 * med["1p1t"]):.0%}')
+    r = statistics.median(a['sps'] / b['sps'] for a, b in zip(res['2p1t'], res['1p2t']))
+    print(f'2 processes against 1 process with 2 threads (median of the rounds\' ratios): {r:.2f}')
     two = res['2p1t']
     g, f = (statistics.median(r[k] for r in two) for k in ('grads_ms', 'flag_ms'))
     step = BS / med['2p1t'] * 1e3
@@ -117,4 +171,6 @@ def main(rounds:int):
 
 if __name__ == '__main__':
     if sys.argv[1:2] == ['--worker']: worker()
+    elif sys.argv[1:2] == ['--memory-worker']: memory_worker()
+    elif sys.argv[1:2] == ['--memory']: memory(int(sys.argv[2]) if len(sys.argv) > 2 else 3)
     else: main(int(sys.argv[1]) if len(sys.argv) > 1 else 5)

@@ -200,3 +200,9 @@ class EarlyStopping(Callback, Monitor):
     def load_state_dict(self, sd):
         keys = 'best', 'best_epoch', 'wait', 'stopped'
         self.best, self.best_epoch, self.wait, self.stopped = (sd[k] for k in keys)
+
+# %% ../nbs/07_callbacks.ipynb #09c68133
+from .compat import deprecated_names
+__getattr__ = deprecated_names(__name__, dict.fromkeys(
+    ['to_device', 'DeviceCB', 'accuracy', 'MetricsCB', 'Recorder', 'ProgressCB', 'default_cbs'],
+    'fastfound.core_cbs'))

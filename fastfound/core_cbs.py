@@ -4,7 +4,8 @@
 
 # %% ../nbs/05c_core_cbs.ipynb #76334ec8
 from __future__ import annotations
-import copy, math, numbers, os, time, warnings
+import copy, inspect, math, numbers, os, time, warnings
+from collections.abc import Mapping
 from pathlib import Path
 import torch
 from fastcore.basics import listify
@@ -15,8 +16,8 @@ from .files import read_checkpoint
 from .ranks import all_reduce_sum, broadcast, world_size
 
 # %% auto #0
-__all__ = ['to_device', 'DeviceCB', 'accuracy', 'metric_name', 'is_metric_obj', 'named_metrics', 'MetricsCB', 'Recorder',
-           'ProgressCB', 'default_cbs', 'Resume']
+__all__ = ['to_device', 'DeviceCB', 'accuracy', 'metric_name', 'is_metric_obj', 'metric_list', 'named_metrics', 'metric_values',
+           'MetricsCB', 'Recorder', 'ProgressCB', 'default_cbs', 'Resume']
 
 # %% ../nbs/05c_core_cbs.ipynb #0a4afe6e
 def to_device(b, device:torch.device):
@@ -36,7 +37,7 @@ class DeviceCB(Callback):
         if hasattr(self.model, 'to'): self.model.to(self.device)
     def before_train(self):
         "Trust a loader that says it yields batches on this device; move each batch of any other."
-        self._move = getattr(self.learn.dl, 'device', None) != self.device
+        self._move = getattr(self.dl, 'device', None) != self.device
     def before_validate(self): self.before_train()
     def before_batch(self):
         if not self._move: return
@@ -61,12 +62,17 @@ def is_metric_obj(m)->bool:
     return all(callable(getattr(m, k, None)) for k in ('update', 'compute', 'reset'))
 
 # %% ../nbs/05c_core_cbs.ipynb #f4a30bd7
+def metric_list(ms)->list:
+    """`ms` as a list of metrics. One metric object is one metric, also when it is iterable: a
+    torchmetrics `MetricCollection` iterates over its keys."""
+    return [ms] if is_metric_obj(ms) else list(listify(ms))
+
 def named_metrics(ms)->list:
     """`(name, metric)` for each of `ms`: a `(name, metric)` pair keeps its name, others get
     `metric_name`'s."""
     pairs = [m if isinstance(m, tuple) and len(m) == 2 and isinstance(m[0], str)
              else (metric_name(m), m)
-             for m in listify(ms)]
+             for m in metric_list(ms)]
     names = [n for n, _ in pairs]
     dup = sorted({n for n in names if names.count(n) > 1 or n == 'loss'})
     if dup:
@@ -79,10 +85,29 @@ def named_metrics(ms)->list:
 def _compute(m):
     """`m.compute()` over every rank: torchmetrics' objects sync themselves, torcheval's through
     its toolkit."""
-    if world_size() > 1 and hasattr(m, 'merge_state'):
+    # torchmetrics' objects have a `merge_state` too: ask the class's module
+    if world_size() > 1 and any(c.__module__.startswith('torcheval.') for c in type(m).__mro__):
         from torcheval.metrics.toolkit import sync_and_compute
-        return sync_and_compute(m, recipient_rank='all')
+        # every rank gets the result: the default from torcheval 0.0.7, which dropped the argument
+        all_ranks = 'recipient_rank' in inspect.signature(sync_and_compute).parameters
+        return sync_and_compute(m, **({'recipient_rank': 'all'} if all_ranks else {}))
     return m.compute()
+
+def _number(name:str, v)->float:
+    try: return float(v)
+    except (TypeError, ValueError, RuntimeError):
+        shape = f' of shape {tuple(v.shape)}' if hasattr(v, 'shape') else ''
+        raise TypeError(f'metric {name!r} gave a {type(v).__name__}{shape}: a column holds one '
+                        'number. compute() may return a number, a one-element tensor, or a dict '
+                        f'of them (one column each, {name}_<key>)') from None
+
+def metric_values(name:str, # the metric's name
+                  v, # what it computed: a number, a one-element tensor, or a dict of them
+                 )->dict:
+    "The columns of metric `name`: `{name: v}`, or `{name_key: v[key]}` for each key of a dict."
+    if isinstance(v, Mapping):
+        return {f'{name}_{k}': _number(f'{name}_{k}', x) for k, x in v.items()}
+    return {name: _number(name, v)}
 
 # %% ../nbs/05c_core_cbs.ipynb #1bce2849
 def _bad_metric(name:str, v):
@@ -94,40 +119,39 @@ def _bad_metric(name:str, v):
     raise TypeError(f'metric {name!r} returned a {type(v).__name__} ({v!r:.40}), not a tensor: '
                     'compute it with torch, e.g. (preds.argmax(1) == yb).float().mean()')
 
-def _number(name:str, m)->float:
-    "The number the metric object `m` computes; an error naming it if that is not one number."
-    v = _compute(m)
-    try: return float(v)
-    except (TypeError, ValueError, RuntimeError):
-        what = f'shape {tuple(v.shape)}' if isinstance(v, Tensor) else repr(v)[:40]
-        raise TypeError(f'metric {name!r}: its compute() returned {what}, not one number') from None
-
 class MetricsCB(Callback):
     "Mean loss and metrics over each phase of each epoch, into `learn.epoch_stats`."
     order, run_lr_find = -10, False
     def __init__(self, *metrics, # functions or update/compute/reset objects; none: `learn.metrics`
                  train_metrics:bool=True, # metrics on the training batches too (the loss always is)
+                 **named, # metrics by name, as miniai's `MetricsCB(accuracy=MulticlassAccuracy())`
                 ):
-        self.metrics, self.train_metrics = list(metrics), train_metrics
+        bad = [k for k, m in named.items() if not callable(m) and not is_metric_obj(m)]
+        if bad:
+            raise TypeError(f'MetricsCB got {bad}, which are not metrics: give metrics as '
+                            'MetricsCB(accuracy, ...), MetricsCB(name=metric) or (name, metric) '
+                            'pairs; the only option is train_metrics')
+        self.metrics = list(metrics) + list(named.items())
+        self.train_metrics = train_metrics
         named_metrics(self.metrics)
         self._n, self._cur, self.stats = 0, [], {}
 
     def before_fit(self):
         pairs = named_metrics(self.metrics or self.learn.metrics)
-        self.names, ms, self._dev = [n for n, _ in pairs], [m for _, m in pairs], self.learn.device
+        self.names, ms, self._dev = [n for n, _ in pairs], [m for _, m in pairs], self.device
         def prep(m):
             if not is_metric_obj(m): return m
             m = copy.deepcopy(m)
             return m.to(self._dev) if hasattr(m, 'to') else m
         self._ms = {False: [prep(m) for m in ms],
                     True: [prep(m) for m in ms] if self.train_metrics else []}
-        self._n, self.stats = 0, {}
+        self._n, self.stats, self._cols = 0, {}, {}
 
     def before_epoch(self): self._t0, self.stats = time.perf_counter(), {'epoch': self.epoch}
 
     def _reset(self):
         self._n, self._loss = 0, torch.zeros((), device=self._dev)
-        self._cur = self._ms[self.learn.training]
+        self._cur = self._ms[self.training]
         self._sums = [None] * len(self._cur)
         for m in self._cur:
             if is_metric_obj(m): m.reset()
@@ -151,7 +175,7 @@ class MetricsCB(Callback):
                 self._sums[i] = v * n if self._sums[i] is None else self._sums[i].add_(v, alpha=n)
 
     def _finish(self):
-        phase = 'train' if self.learn.training else 'valid'
+        phase = 'train' if self.training else 'valid'
         fns = [s for m, s in zip(self._cur, self._sums) if not is_metric_obj(m)]
         if world_size() > 1:  # the sums and counts of every rank, summed: the same numbers on each
             z = self._loss.new_zeros(())
@@ -166,7 +190,9 @@ class MetricsCB(Callback):
         vals = iter(sums.div(self._n).tolist())
         self.stats[f'{phase}_loss'] = next(vals)
         for name, m in zip(self.names, self._cur):
-            self.stats[f'{phase}_{name}'] = _number(name, m) if is_metric_obj(m) else next(vals)
+            cols = metric_values(name, _compute(m) if is_metric_obj(m) else next(vals))
+            self._cols[name] = list(cols)  # a dict result: one column per key
+            self.stats.update({f'{phase}_{k}': v for k, v in cols.items()})
         self._n = 0
 
     def cleanup_train(self): self._finish()
@@ -174,7 +200,8 @@ class MetricsCB(Callback):
 
     def after_epoch(self):
         s = self.stats
-        named = [f'{p}_{n}' for p in ('train', 'valid') for n in self.names]
+        named = [f'{p}_{c}' for p in ('train', 'valid') for n in self.names
+                 for c in self._cols.get(n, [n])]
         keys = ['epoch', 'train_loss', 'valid_loss'] + named
         stats = {k: s[k] for k in keys if k in s} | {'time': time.perf_counter() - self._t0}
         # rank 0's: every rank decides (stop, save) on the same numbers
@@ -207,13 +234,13 @@ class Recorder(Callback):
         self._pend = []
 
     def before_epoch(self):
-        if not self.learn.epoch:  # a fresh history; a resumed fit starts later and carries on
+        if not self.epoch:  # a fresh history; a resumed fit starts later and carries on
             self.losses, self.lrs, self.values, self.iters, self.hps = [], [], [], [], {}
         for k in self._keys: self.hps.setdefault(k, [])
 
     def after_batch(self):
-        self._pend.append(self.learn.loss.detach())
-        if not self._keys: return self.lrs.append(self.learn.lr)
+        self._pend.append(self.loss.detach())
+        if not self._keys: return self.lrs.append(self.lr)
         # the last group: the head, at the full rate (a resume replaces groups)
         pg = self.opt.param_groups[-1]
         self.lrs.append(pg['lr'])
@@ -224,7 +251,7 @@ class Recorder(Callback):
         self._pend = []
 
     def after_epoch(self):
-        self.values.append(dict(self.learn.epoch_stats))
+        self.values.append(dict(self.epoch_stats))
         self.iters.append(len(self.losses))
 
     def state_dict(self):
@@ -305,9 +332,9 @@ class ProgressCB(Callback):
     def after_batch(self):
         if self.pb is None: return
         now = time.perf_counter()
-        if self.learn.training and now - self._last > 0.5:
-            self.pb.comment, self._last = f'loss {self.learn.loss.item():.4f}', now
-        self.pb.update(self.learn.iter + 1)
+        if self.training and now - self._last > 0.5:
+            self.pb.comment, self._last = f'loss {self.loss.item():.4f}', now
+        self.pb.update(self.iter + 1)
 
     def _table(self, s:dict):
         "Write the row of stats `s` (and the header before the first row)."
@@ -322,8 +349,8 @@ class ProgressCB(Callback):
         self._header = True
 
     def after_epoch(self):
-        self._table(self.learn.epoch_stats)
-        rec = next((c for c in self.learn.cbs if isinstance(c, Recorder)), None)
+        self._table(self.epoch_stats)
+        rec = next((c for c in self.cbs if isinstance(c, Recorder)), None)
         if self._bars and self.plot and rec is not None and rec.losses:
             vs = [(i, v['valid_loss']) for i, v in zip(rec.iters, rec.values) if 'valid_loss' in v]
             self.mbar.update_graph([(range(len(rec.losses)), rec.losses)]
@@ -347,7 +374,7 @@ class Resume(Callback):
 
     def _find(self)->Path|None:
         if self.path is not True: return Path(self.path)
-        offered = [p for c in self.learn.cbs if (p := c.resume_file()) is not None]
+        offered = [p for c in self.cbs if (p := c.resume_file()) is not None]
         if not offered:
             raise ValueError('resume=True needs a Checkpoint callback to know where to look; pass '
                              'a path instead')
@@ -358,9 +385,9 @@ class Resume(Callback):
         path = self._find()
         if path is not None:  # else nothing saved yet: a fresh start
             self.learn.load_state_dict(read_checkpoint(path, ('train',)), path)
-            if self.learn.start_epoch >= self.learn.n_epochs:
-                warnings.warn(f'{path} was saved after epoch {self.learn.start_epoch - 1}; '
-                              f'fit({self.learn.n_epochs}) has no epochs left to run')
+            if self.start_epoch >= self.n_epochs:
+                warnings.warn(f'{path} was saved after epoch {self.start_epoch - 1}; '
+                              f'fit({self.n_epochs}) has no epochs left to run')
         if self.lr is not None: self.learn.set_lr(self.lr)  # the fit's lr wins over the saved one
 
     def cleanup_fit(self): self.learn.start_epoch = 0

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05b_events.ipynb #560e23da
 from __future__ import annotations
-import warnings
+import inspect, warnings
 from fastcore.basics import camel2snake
 from .interrupts import uninterrupted
 
@@ -91,6 +91,21 @@ class Callback:
                           f"replaces the learner's {', '.join(extra)}: declare replaces = "
                           f'{tuple(extra)!r} on the class if it means to, or rename the methods',
                           stacklevel=3)
+
+    def check_events(self):
+        """Refuse event and piece methods that need arguments: they are called with none (miniai's
+        callbacks take `learn`)."""
+        for e in EVENTS + PIECES:
+            if (f := self.own(e)) is None: continue
+            try: ps = inspect.signature(f).parameters.values()
+            except (TypeError, ValueError): continue  # a builtin: nothing to read
+            need = [q.name for q in ps if q.default is q.empty
+                    and q.kind in (q.POSITIONAL_ONLY, q.POSITIONAL_OR_KEYWORD)]
+            if need:
+                sig = ', '.join(['self', *need])
+                raise TypeError(f'{type(self).__name__}.{e}({sig}): fastfound calls {e} with no '
+                                'arguments; read the learner as self.learn (or self.model, '
+                                f'self.epoch...): write def {e}(self)')
 
     @property
     def in_preds(self)->bool:

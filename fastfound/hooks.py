@@ -27,7 +27,7 @@ class Hook:
                  m:nn.Module, # the module to watch
                  # called as `f(hook, module, input, output)` after each forward pass of `m`
                  f):
-        self.m,self.f = m,f
+        self.m, self.f = m, f
         self.handle = m.register_forward_hook(partial(f, self))
     def remove(self):
         "Unregister the hook; calling it twice is harmless."
@@ -62,7 +62,7 @@ def n_hooks(model:nn.Module)->int:
 def _shape(o):
     if isinstance(o, torch.Tensor): return tuple(o.shape)
     if isinstance(o, (tuple, list)): return type(o)(_shape(x) for x in o)
-    if isinstance(o, dict): return {k: _shape(v) for k,v in o.items()}
+    if isinstance(o, dict): return {k: _shape(v) for k, v in o.items()}
     return type(o).__name__
 
 def _n(ps): return sum(p.numel() for p in ps)
@@ -75,7 +75,7 @@ def _n_items(xb)->int:
 
 def _si(v:float)->str:
     "`1234567` -> `'1.23M'`."
-    for d,s in ((1e12, 'T'), (1e9, 'G'), (1e6, 'M'), (1e3, 'k')):
+    for d, s in ((1e12, 'T'), (1e9, 'G'), (1e6, 'M'), (1e3, 'k')):
         if abs(v) >= d: return f'{v/d:.3g}{s}'
     return f'{v:.3g}'
 
@@ -84,9 +84,9 @@ SummaryRow.__doc__ = "A layer of a `Summary`: its shapes, parameters and FLOPs p
 
 class Summary:
     "A table of a model's layers: name, type, shapes in and out, parameters and FLOPs; the totals."
-    cols = 'Layer','Type','Input shape','Output shape','Params','FLOPs'
+    cols = 'Layer', 'Type', 'Input shape', 'Output shape', 'Params', 'FLOPs'
     def __init__(self, rows:list, n_params:int, n_train:int, in_shape, flops:float=0.):
-        self.rows,self.n_params,self.n_train,self.in_shape = rows,n_params,n_train,in_shape
+        self.rows, self.n_params, self.n_train, self.in_shape = rows, n_params, n_train, in_shape
         self.flops = flops
     def _cells(self):
         return [(r.name, r.type, str(r.inp), str(r.out), f'{r.params:,}', _si(r.flops))
@@ -100,12 +100,13 @@ class Summary:
     def __repr__(self):
         cells = [self.cols] + self._cells()
         w = [max(len(r[i]) for r in cells) for i in range(6)]
-        fmt = lambda r: '  '.join(c.ljust(w[i]) if i < 4 else c.rjust(w[i]) for i,c in enumerate(r))
+        fmt = lambda r: '  '.join(c.ljust(w[i]) if i < 4 else c.rjust(w[i])
+                                  for i, c in enumerate(r))
         rule = '-' * (sum(w) + 2 * (len(w) - 1))
         return '\n'.join([fmt(cells[0]), rule] + [fmt(r) for r in cells[1:]] + [self._foot()])
     def _repr_markdown_(self):
         lines = ['| ' + ' | '.join(self.cols) + ' |', '|---|---|---|---|---:|---:|']
-        lines += ['| ' + ' | '.join(f'`{c}`' if i == 0 else c for i,c in enumerate(r)) + ' |'
+        lines += ['| ' + ' | '.join(f'`{c}`' if i == 0 else c for i, c in enumerate(r)) + ' |'
                   for r in self._cells()]
         return '\n'.join(lines) + '\n\n' + self._foot()
 
@@ -114,7 +115,7 @@ def model_summary(model:nn.Module, # the model to describe
                   xb)->Summary:
     "Run `xb` through `model` once, without side effects; each leaf's shapes, params and FLOPs."
     root = type(model).__name__
-    names = {m: n or root for n,m in model.named_modules()}
+    names = {m: n or root for n, m in model.named_modules()}
     leaves = [m for m in model.modules() if next(m.children(), None) is None]
     rows = []
     def record(hook, mod, inp, out):
@@ -126,11 +127,11 @@ def model_summary(model:nn.Module, # the model to describe
         with torch.no_grad(), Hooks(leaves, record), FlopCounterMode(display=False) as fc:
             model(*args)
     finally:
-        for m,t in modes.items(): m.training = t
+        for m, t in modes.items(): m.training = t
     by_mod, k = fc.get_flop_counts(), _n_items(xb)
     fl = lambda n: sum(by_mod.get(root if n == root else f'{root}.{n}', {}).values()) / k
     rows = [SummaryRow(names[m], type(m).__name__, o, _n(m.parameters()), i, fl(names[m]))
-            for m,o,i in rows]
+            for m, o, i in rows]
     ps = list(model.parameters())
     n_train = _n(p for p in ps if p.requires_grad)
     return Summary(rows, _n(ps), n_train, _shape(xb), fc.get_total_flops() / k)
@@ -157,7 +158,7 @@ class HooksCallback(Callback):
                  mods=None,       # `None`: the children; a class, a filter `f(module)->bool`, list
                  on_train:bool=True, on_valid:bool=False): # in which phases `f` runs
         keep = mods is None or isinstance(mods, nn.Module) or _is_types(mods) or callable(mods)
-        self.f,self.on_train,self.on_valid = f,on_train,on_valid
+        self.f, self.on_train, self.on_valid = f, on_train, on_valid
         self.mods = mods if keep else list(mods)  # a generator is read once, here
         self.hooks = Hooks([], None)
 
@@ -182,12 +183,12 @@ class ActivationStats(HooksCallback):
                  hist_max:float=10.,    # the histogram covers |output| in [0, hist_max]
                  eps:float|None=None):  # "near zero" threshold; `None`: one bin, `hist_max/bins`
         super().__init__(self._record, mods)
-        self.bins,self.hist_max = bins,hist_max
+        self.bins, self.hist_max = bins, hist_max
         self.eps = hist_max/bins if eps is None else eps
 
     def before_fit(self):
         super().before_fit()
-        for h in self.hooks: h.stats,h.hists = [],[]
+        for h in self.hooks: h.stats, h.hists = [], []
 
     def _record(self, hook, mod, inp, out):
         a = out.detach().float()
@@ -207,13 +208,13 @@ class ActivationStats(HooksCallback):
         "Each layer's near-zero fraction, averaged over `batches` (default: all of them)."
         return self.stats()[:, batches, 2].mean(1).tolist()
 
-    def _names(self): return [f'{i}: {type(h.m).__name__}' for i,h in enumerate(self.hooks)]
+    def _names(self): return [f'{i}: {type(h.m).__name__}' for i, h in enumerate(self.hooks)]
 
     def plot_stats(self, figsize=(10, 3)):
         "The means and the standard deviations of each layer's outputs over the training batches."
-        s,names = self.stats().numpy(),self._names()
-        fig,axs = plt.subplots(1, 2, figsize=figsize)
-        for i,n in enumerate(names):
+        s, names = self.stats().numpy(), self._names()
+        fig, axs = plt.subplots(1, 2, figsize=figsize)
+        for i, n in enumerate(names):
             axs[0].plot(s[i, :, 0], label=n)
             axs[1].plot(s[i, :, 1], label=n)
         axs[0].set_title('means')
@@ -226,10 +227,10 @@ class ActivationStats(HooksCallback):
     def color_dim(self, figsize=None):
         """The 'colorful dimension': for each layer, the histogram of |output| (bottom: 0) of every
         batch (left to right), log scale."""
-        h,names = self.hists().numpy(),self._names()
-        fig,axs = plt.subplots(1, len(names), figsize=figsize or (2.6*len(names), 2.4),
+        h, names = self.hists().numpy(), self._names()
+        fig, axs = plt.subplots(1, len(names), figsize=figsize or (2.6*len(names), 2.4),
                                squeeze=False)
-        for ax,hl,n in zip(axs[0], h, names):
+        for ax, hl, n in zip(axs[0], h, names):
             ax.imshow(np.log1p(hl.T), origin='lower', aspect='auto',
                       extent=(0, hl.shape[0], 0, self.hist_max))
             ax.set_title(n, fontsize=9)
@@ -240,9 +241,9 @@ class ActivationStats(HooksCallback):
 
     def plot_near_zero(self, figsize=(5, 3)):
         "The near-zero fraction of each layer's outputs over the training batches."
-        s,names = self.stats().numpy(),self._names()
-        fig,ax = plt.subplots(figsize=figsize)
-        for i,n in enumerate(names): ax.plot(s[i, :, 2], label=n)
+        s, names = self.stats().numpy(), self._names()
+        fig, ax = plt.subplots(figsize=figsize)
+        for i, n in enumerate(names): ax.plot(s[i, :, 2], label=n)
         ax.set_ylim(0, 1)
         ax.set_xlabel('batch')
         ax.set_title(f'fraction of |outputs| < {self.eps:g}')

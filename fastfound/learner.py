@@ -101,6 +101,16 @@ def lr_mults(opt)->list:
         for pg in pgs: pg.setdefault('lr_mult', pg['lr'] / top if top else 1.)
     return [pg['lr_mult'] for pg in pgs]
 
+def _fit_kwargs(kw:dict):
+    "Refuse `fit`'s unknown keyword arguments, saying what to do instead of miniai's."
+    if tv := sorted(set(kw) & {'train', 'valid'}):
+        raise TypeError(f'fit() takes no {"/".join(tv)}= (miniai\'s fit(n, train, valid)): '
+                        'fit trains and then validates on dls.valid each '
+                        'epoch; to validate only use learn.validate(); to train without validating '
+                        'give the DataLoaders valid=None')
+    raise TypeError(f'fit() got unexpected keyword arguments {sorted(kw)}; it takes n_epochs, lr, '
+                    'cbs and resume')
+
 # %% ../nbs/06_learner.ipynb #9168f503
 class Learner:
     """Train `model` on `dls` with `loss_func` and an optimizer from `opt_func`; callbacks act at
@@ -123,17 +133,18 @@ class Learner:
             raise TypeError(f'opt_func must build an optimizer, got {opt_func!r}; '
                             'give the learning rate as lr=')
         store_attr('model,dls,loss_func,opt_func,lr,splitter')
-        self.metrics, self.opt, self.cbs = list(listify(metrics)), None, []
+        self.metrics, self.opt, self.cbs = metric_list(metrics), None, []
         self.start_epoch = self.n_epochs = self.epoch = self.iter = 0
         self.training, self.dl, self.n_iter, self.epoch_stats = False, None, None, {}
         # set it (`learn.stop_training = True`) to stop after the current epoch
         self.stop_training = False
         self.batch = self.xb = self.yb = self.preds = self.loss = None
+        self.running = False # a fit or a pass over data is under way
         cbs = [c() if isinstance(c, type) else c for c in listify(cbs)]
         if default_cbs:
             # the module's function: the flag `default_cbs` hides its name here
-            own = core_cbs.default_cbs()
-            cbs = [d for d in own if not any(type(c) is type(d) for c in cbs)] + cbs
+            defaults = core_cbs.default_cbs()
+            cbs = [d for d in defaults if not any(type(c) is type(d) for c in cbs)] + cbs
         if self.metrics and not any(isinstance(c, MetricsCB) for c in cbs):
             raise ValueError('metrics are computed by MetricsCB: '
                              'with default_cbs=False, add MetricsCB() to cbs')
@@ -148,12 +159,9 @@ class Learner:
             if isinstance(cb, type): cb = cb()
             if not isinstance(cb, Callback): raise TypeError(f'{cb!r} is not a Callback')
             if any(c is cb for c in self.cbs): continue
-            if cb.learn is not None and cb.learn is not self:
-                raise ValueError(f'{cb!r} already belongs to another Learner: give each Learner '
-                                 'its own instance, or remove it from the other one first '
-                                 '(remove_cbs)')
             cb.check_pieces()
-            cb.learn = self
+            cb.check_events()
+            self._claim(cb)
             self.cbs.append(cb)
             if cb.name not in self.__dict__ and not hasattr(type(self), cb.name):
                 setattr(self, cb.name, cb)
@@ -164,8 +172,18 @@ class Learner:
         for cb in cbs:
             self.cbs = [c for c in self.cbs if c is not cb]
             if self.__dict__.get(cb.name) is cb: delattr(self, cb.name)
-            cb.learn = None
+            if cb.learn is self: cb.learn = None
         return self
+
+    def _claim(self, cb:Callback):
+        """Make `cb` work for this learner. A callback serves one learner after another (miniai's
+        one `cbs` list for several), but one at a time: not while another is running."""
+        other = cb.learn
+        if other is not None and other is not self and other.running:
+            raise ValueError(f'{cb!r} is in use by another Learner, which is running now (this one '
+                             'fits or predicts inside its fit): a callback serves one Learner at a '
+                             'time; give this one its own instance')
+        cb.learn = self
 
     @contextmanager
     @uninterrupted
@@ -214,7 +232,8 @@ class Learner:
         self.loss.backward()
 
     def step(self):
-        "One optimizer step."
+        """One optimizer step. A `step` that replaces this one returns `False` when the optimizer
+        did not step (then no `after_step`)."""
         self.opt.step()
 
     def zero_grad(self):
@@ -270,8 +289,10 @@ class Learner:
             lr:float|slice|None=None, # a new learning rate, set on the optimizer (after `resume`'s)
             cbs=None, # callbacks for this fit only
             resume:Path|str|bool|None=None, # a training checkpoint; `True`: `Checkpoint`'s
+            **kwargs, # none: here to say what to do instead of miniai's `train=`, `valid=`
            ):
         "Train for `n_epochs`, continuing from the checkpoint `resume` when one is given."
+        if kwargs: _fit_kwargs(kwargs)
         if isinstance(n_epochs, bool) or not isinstance(n_epochs, numbers.Integral) or n_epochs < 1:
             raise ValueError(f'fit needs a whole number of epochs >= 1, got {n_epochs!r}')
         if _in_fit(self):
@@ -293,7 +314,10 @@ class Learner:
                 raise ValueError('without an optimizer (opt_func=None) a callback or subclass must '
                                  'replace step and zero_grad')
             self.n_epochs, self.stop_training = n_epochs, False
-            self._stage('fit', self._do_fit, CancelFitException, self._ev[True])
+            for c in self.cbs: self._claim(c)  # those another learner used since
+            self.running = True
+            try: self._stage('fit', self._do_fit, CancelFitException, self._ev[True])
+            finally: self.running = False
 
     # --- the stages
     def _stage(self, name:str, body, cancel:type, ev:dict):
@@ -345,8 +369,8 @@ class Learner:
                 if training:
                     backward()
                     if a_back: run_event('after_backward', a_back)
-                    step()
-                    if a_step: run_event('after_step', a_step)
+                    # a replaced `step` returns False when the optimizer did not step (GradAccum)
+                    if step() is not False and a_step: run_event('after_step', a_step)
                     zero_grad()
                 if after: run_event('after_batch', after)
             # a cancel, an error or a Ctrl-C: leave no half batch's gradients for the next fit
@@ -409,7 +433,9 @@ class Learner:
         cbs = [c() if isinstance(c, type) else c for c in listify(cbs)]
         with self.isolated(), torch.no_grad():
             self.cbs = [c for c in self.cbs if c.in_preds]
+            for c in self.cbs: self._claim(c)
             self.add_cbs(*cbs)
+            self.running = True  # `isolated` puts it back
             self._resolve()
             self.training, self.dl, self.n_iter = False, dl, n_batches(dl)
             if hasattr(self.model, 'train'): self.model.train(False)
@@ -455,9 +481,11 @@ class Learner:
                 if self.opt is None: self.create_opt()
                 load_opt_state(self.opt, d['opt'], d['opt_type'], path)  # checks all, then changes
             load_model_state(self.model, d['model'], path)
-        except BaseException:
+        except BaseException as e:
             self.opt = opt
             snap.restore()
+            if with_opt and isinstance(e, CheckpointError) and 'optimizer' in str(e):
+                note(e, f'to load the weights alone: learn.load({str(path)!r}, with_opt=False)')
             raise
         return self
 

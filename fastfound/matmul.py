@@ -46,7 +46,7 @@ def matmul_loops(a:Tensor, # left matrix, shape (ar, ac)
     c = _zeros(a, b)
     for i in range(c.shape[0]):
         for j in range(c.shape[1]):
-            for k in range(a.shape[1]): c[i,j] += a[i,k] * b[k,j]
+            for k in range(a.shape[1]): c[i, j] += a[i, k] * b[k, j]
     return c
 
 # %% ../nbs/00_matmul.ipynb #769b3388
@@ -56,7 +56,7 @@ def matmul_elementwise(a:Tensor, # left matrix, shape (ar, ac)
     "Matrix product with two Python loops; each dot product is elementwise `*` and `sum`."
     c = _zeros(a, b)
     for i in range(c.shape[0]):
-        for j in range(c.shape[1]): c[i,j] = (a[i] * b[:,j]).sum()
+        for j in range(c.shape[1]): c[i, j] = (a[i] * b[:, j]).sum()
     return c
 
 # %% ../nbs/00_matmul.ipynb #59370201
@@ -65,7 +65,7 @@ def matmul_broadcast(a:Tensor, # left matrix, shape (ar, ac)
                     )->Tensor: # the product, shape (ar, bc)
     "Matrix product with one Python loop over the rows of `a`, broadcasting each against `b`."
     c = _zeros(a, b)
-    for i in range(c.shape[0]): c[i] = (a[i,:,None] * b).sum(0)
+    for i in range(c.shape[0]): c[i] = (a[i, :, None] * b).sum(0)
     return c
 
 # %% ../nbs/00_matmul.ipynb #2c1bf9d6

@@ -25,7 +25,7 @@ class Sched:
     def __init__(self,
                  start:float, # value at the first step
                  end:float):  # value at the last step
-        self.start,self.end = start,end
+        self.start, self.end = start, end
     def __call__(self, pos:float)->float: raise NotImplementedError
     def __repr__(self): return f'{type(self).__name__}({self.start:g}, {self.end:g})'
 
@@ -56,24 +56,24 @@ class CombinedSched:
     def __init__(self,
                  pcts:list, # fraction of training each piece covers; they sum to 1
                  scheds:list): # the pieces, each a function of its own `pos` in [0, 1]
-        pcts,scheds = list(pcts),list(scheds)
+        pcts, scheds = list(pcts), list(scheds)
         if len(pcts) != len(scheds):
             raise ValueError(f'{len(pcts)} pcts for {len(scheds)} schedules')
         if any(p < 0 for p in pcts) or abs(sum(pcts)-1) > 1e-6:
             raise ValueError(f'pcts must be non-negative and sum to 1, got {pcts}')
-        keep = [i for i,p in enumerate(pcts) if p > 0]   # a piece of width 0 never runs
-        self.pcts,self.scheds = [pcts[i] for i in keep],[scheds[i] for i in keep]
+        keep = [i for i, p in enumerate(pcts) if p > 0]   # a piece of width 0 never runs
+        self.pcts, self.scheds = [pcts[i] for i in keep], [scheds[i] for i in keep]
         self.bounds = [0.] + np.cumsum(self.pcts).tolist()
         self.bounds[-1] = 1.
 
     def __call__(self, pos:float)->float:
         if not 0 <= pos <= 1: raise ValueError(f'pos must be in [0, 1], got {pos}')
         i = bisect_right(self.bounds, pos, 1, len(self.bounds)-1) - 1
-        lo,hi = self.bounds[i],self.bounds[i+1]
+        lo, hi = self.bounds[i], self.bounds[i+1]
         return self.scheds[i]((pos-lo)/(hi-lo))
 
     def __repr__(self):
-        pieces = ', '.join(f'{p:g}: {s!r}' for p,s in zip(self.pcts,self.scheds))
+        pieces = ', '.join(f'{p:g}: {s!r}' for p, s in zip(self.pcts, self.scheds))
         return f'CombinedSched({pieces})'
 
 def combine_scheds(pcts:list, # fraction of training each piece covers; they sum to 1
@@ -91,9 +91,9 @@ def plot_sched(scheds:dict, # name -> schedule
                n:int=200):  # points to draw
     "Plot each schedule in `scheds` over `pos` from 0 to 1, side by side."
     import matplotlib.pyplot as plt
-    fig,axs = plt.subplots(1, len(scheds), figsize=(3.2*len(scheds), 2.4), squeeze=False)
+    fig, axs = plt.subplots(1, len(scheds), figsize=(3.2*len(scheds), 2.4), squeeze=False)
     pos = np.linspace(0, 1, n)
-    for ax,(k,f) in zip(axs[0], scheds.items()):
+    for ax, (k, f) in zip(axs[0], scheds.items()):
         ax.plot(pos, [f(p) for p in pos])
         ax.set_title(k)
         ax.set_xlabel('pos')
@@ -116,18 +116,18 @@ def _hp_key(pg:dict, name:str):
 class ParamScheduler(Callback):
     """Before each training batch, set optimizer hyper-parameters from `scheds`, e.g. `{'lr':
     SchedCos(0.1, 0)}`."""
-    order,run_valid = 60,False
+    order, run_valid = 60, False
     run_lr_find = False   # the LR finder drives the learning rate itself
     def __init__(self,
                  scheds:dict, # hyper-parameter name -> schedule of `pos` in [0, 1]
                  # total training batches; `None`: `n_epochs * len(dls.train)`
                  n_steps:int|None=None):
-        self.scheds,self.n_steps = dict(scheds),n_steps
-        self.i,self.n,self._fitting,self._pending = 0,None,False,None
+        self.scheds, self.n_steps = dict(scheds), n_steps
+        self.i, self.n, self._fitting, self._pending = 0, None, False, None
 
     def _total(self):
         if self.n_steps is not None: return self.n_steps
-        try: return self.learn.n_epochs * len(self.learn.dls.train)
+        try: return self.n_epochs * len(self.dls.train)
         except TypeError:
             raise ValueError('the training loader has no len(): '
                              'pass ParamScheduler(..., n_steps=...)') from None
@@ -135,28 +135,28 @@ class ParamScheduler(Callback):
     def before_fit(self):
         self.n = n = self._total()
         last = max(n-1, 1)
-        tabs = {k: [f(i/last) for i in range(n)] for k,f in self.scheds.items()}
-        if self.learn.opt is None:
+        tabs = {k: [f(i/last) for i in range(n)] for k, f in self.scheds.items()}
+        if self.opt is None:
             raise ValueError('ParamScheduler needs an optimizer (this Learner has opt_func=None)')
-        self.sets,self.beta_sets,mults = [],[],lr_mults(self.learn.opt)
-        for g,pg in enumerate(self.learn.opt.param_groups):
-            for k,tab in tabs.items():
+        self.sets, self.beta_sets, mults = [], [], lr_mults(self.opt)
+        for g, pg in enumerate(self.opt.param_groups):
+            for k, tab in tabs.items():
                 key = _hp_key(pg, k)
                 if key == 'betas': self.beta_sets.append((g, tab))
                 # ratios kept
                 elif key == 'lr': self.sets.append((g, key, [v * mults[g] for v in tab]))
                 elif key is not None: self.sets.append((g, key, tab))
         self._fitting = True
-        sd,self._pending = self._pending,None
+        sd, self._pending = self._pending, None
         if sd is None: self.i = 0
         else: self.load_state_dict(sd)
 
     def before_batch(self):
         i = self.i if self.i < self.n else self.n-1
         # looked up each time: loading an optimizer state replaces its groups
-        pgs = self.learn.opt.param_groups
-        for g,k,tab in self.sets: pgs[g][k] = tab[i]
-        for g,tab in self.beta_sets: pgs[g]['betas'] = (tab[i], pgs[g]['betas'][1])
+        pgs = self.opt.param_groups
+        for g, k, tab in self.sets: pgs[g][k] = tab[i]
+        for g, tab in self.beta_sets: pgs[g]['betas'] = (tab[i], pgs[g]['betas'][1])
         self.i += 1
 
     def cleanup_fit(self): self._fitting = False
@@ -250,24 +250,24 @@ class LRFinder(Callback):
         if num_it < 2: raise ValueError(f'num_it must be at least 2, got {num_it}')
         if stop_div is not None and stop_div <= 1:
             raise ValueError(f'stop_div must be above 1, got {stop_div}')
-        self.sched,self.num_it = SchedExp(start_lr, end_lr),num_it
-        self.stop_div,self.beta = stop_div,beta
+        self.sched, self.num_it = SchedExp(start_lr, end_lr), num_it
+        self.stop_div, self.beta = stop_div, beta
 
     def before_fit(self):
-        if not hasattr(self.learn.opt, 'param_groups'):
+        if not hasattr(self.opt, 'param_groups'):
             raise TypeError(f"the LR finder sets the rate in the optimizer's param_groups, which "
-                            f'{type(self.learn.opt).__name__} lacks')
-        self.lrs,self.losses,self.raw = [],[],[]
-        self.avg,self.best = 0.,math.inf
+                            f'{type(self.opt).__name__} lacks')
+        self.lrs, self.losses, self.raw = [], [], []
+        self.avg, self.best = 0., math.inf
         self.tab = [self.sched(i/(self.num_it-1)) for i in range(self.num_it)]
 
     def before_batch(self):
         lr = self.tab[len(self.lrs)]
-        for pg in self.learn.opt.param_groups: pg['lr'] = lr * pg.get('lr_mult', 1.)
+        for pg in self.opt.param_groups: pg['lr'] = lr * pg.get('lr_mult', 1.)
 
     def after_batch(self):
         # over every rank: one sweep, one decision to stop
-        loss = mean_all(self.learn.loss.detach()).item()
+        loss = mean_all(self.loss.detach()).item()
         self.lrs.append(self.tab[len(self.lrs)])
         self.raw.append(loss)
         self.avg = self.beta*self.avg + (1-self.beta)*loss
@@ -284,14 +284,14 @@ class LRFinder(Callback):
         "Smoothed loss against learning rate (log scale), with the suggestions marked."
         n = max(len(self.lrs)-skip_end, 1)
         import matplotlib.pyplot as plt
-        fig,ax = plt.subplots(figsize=(5, 3))
+        fig, ax = plt.subplots(figsize=(5, 3))
         ax.plot(self.lrs[:n], self.losses[:n])
         ax.set_xscale('log')
         ax.set_xlabel('learning rate')
         ax.set_ylabel('smoothed loss')
         fig.tight_layout()  # a saved figure keeps its axis labels
         if suggestion is not None:
-            for (name,lr),c in zip(suggestion._asdict().items(), ('C1', 'C2')):
+            for (name, lr), c in zip(suggestion._asdict().items(), ('C1', 'C2')):
                 ax.axvline(lr, color=c, ls='--', label=f'{name}: {lr:.2g}')
             ax.legend()
         return ax
@@ -304,7 +304,7 @@ def suggest_lrs(lrs:list, losses:list, # the sweep: learning rates and smoothed 
                 skip_start:int=5)->SuggestedLRs:
     """Suggest learning rates from an LR-finder curve: the steepest descent before the minimum, and
     the minimum / 10."""
-    lrs,losses = np.asarray(lrs, dtype=float),np.asarray(losses, dtype=float)
+    lrs, losses = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
     if len(lrs) < 3:
         raise ValueError(f'the sweep is too short to suggest anything ({len(lrs)} points)')
     lo = skip_start if len(lrs) >= skip_start + 3 else 0

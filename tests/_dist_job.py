@@ -9,7 +9,13 @@ Every rank runs the same job inside `learn.distrib_ctx(timeout=60)` and saves wh
   lr_es   `lr_find`; `EarlyStopping` that stops after 2 of 5 epochs; a `CancelFitException` on rank 1 only
   resume  3 epochs with dropout, momentum and a `Checkpoint` in OUT/ck; --kill-at E,B: SIGKILL itself after
           training batch B of epoch E; --resume: continue from OUT/ck/last.pt
-  kill    a long fit; writes OUT/started{R} after its first batch (for the test to SIGKILL a rank)
+  kill    a long fit; writes OUT/started{R} after its first batch (for the test to SIGKILL or SIGSTOP a rank)
+  cancel  a cancel raised on rank 1 only: before its backward pass, in validation, in after_epoch
+  rng     what each rank draws in its first batches, twice from the same seed
+  empty   a validation set of 1 sample: one rank's shard is empty
+  shard   2 epochs with FSDP2 (`distrib_ctx(shard=True)`), then `export`
+--elastic-kill E,B (resume): rank 1 SIGKILLs itself after batch B of epoch E, but only before torchrun's first
+restart; the job is then run by torchrun with --max-restarts and resumes by itself.
 `build` is also what the tests run in one process, for the single-process figures.
 """
 import argparse, os, signal, sys
@@ -20,7 +26,8 @@ from torch import nn
 from fastfound.callbacks import CSVLogger, EarlyStopping
 from fastfound.checkpoint import Checkpoint
 from fastfound.data import DataLoaders, TensorLoader
-from fastfound.events import Callback, CancelFitException
+from fastfound.distributed import restart_count
+from fastfound.events import Callback, CancelEpochException, CancelFitException
 from fastfound.learner import Learner, ProgressCB, accuracy
 from fastfound.ranks import broadcast, rank
 from fastfound.state import set_seed
@@ -28,10 +35,10 @@ from fastfound.training import GradAccum
 import fastfound.distributed  # noqa: F401 (Learner.distrib_ctx)
 
 
-def build(n_train=512, bs=32, cbs=(), dropout=0., momentum=0.):
-    "An MLP learner on a seeded synthetic problem: `n_train` training and 1,001 validation samples."
+def build(n_train=512, bs=32, cbs=(), dropout=0., momentum=0., n_valid=1001):
+    "An MLP learner on a seeded synthetic problem: `n_train` training and `n_valid` validation samples."
     set_seed(0)
-    x = torch.randn(n_train + 1001, 8)
+    x = torch.randn(n_train + n_valid, 8)
     y = (x[:, 0] + x[:, 1] > 0).long() + (x[:, 2] > 0.5).long()
     dls = DataLoaders(TensorLoader(x[:n_train], y[:n_train], bs, shuffle=True, device='cpu'),
                       TensorLoader(x[n_train:], y[n_train:], 100, device='cpu'))
@@ -60,6 +67,25 @@ class At(Callback):
         if self.training and (self.epoch, self.iter) == (self.e, self.b): self.f()
 
 
+class Raise(Callback):
+    "Raise `exc` on rank 1 at `event` of epoch `e`: at batch `b` of the training (or validation) phase."
+    order = 100  # after the rest (Checkpoint's barrier included)
+    def __init__(self, event, exc, e=0, b=2, training=True):
+        self.exc, self.e, self.b, self.tr = exc, e, b, training
+        setattr(self, event, self._maybe)
+    def _maybe(self):
+        if rank() != 1 or self.epoch != self.e: return
+        if self.b is None or (self.iter == self.b and self.training == self.tr):
+            raise self.exc('on rank 1 only')
+
+
+class Draw(Callback):
+    "Record what this rank draws (torch.rand) after the forward pass of each training batch."
+    def __init__(self): self.draws = []
+    def after_pred(self):
+        if self.training: self.draws.append(torch.rand(2).tolist())
+
+
 class Touch(Callback):
     def __init__(self, fn): self.fn = fn
     def after_batch(self):
@@ -72,6 +98,8 @@ def main():
     p.add_argument('out', type=Path)
     p.add_argument('--kill-at', default=None)
     p.add_argument('--resume', action='store_true')
+    p.add_argument('--elastic-kill', default=None)
+    p.add_argument('--timeout', type=float, default=60)
     a = p.parse_args()
     r = int(os.environ['RANK'])
     res = {}
@@ -107,15 +135,52 @@ def main():
             learn.fit(3, cbs=At(0, 3, cancel))
             res['cancel'] = (learn.epoch, learn.iter, len(learn.recorder.values))
     elif a.mode == 'resume':
-        cbs = [Checkpoint(a.out/'ck', save_best=False)]
-        if a.kill_at: cbs.append(At(*map(int, a.kill_at.split(',')), lambda: os.kill(os.getpid(), signal.SIGKILL)))
+        cbs = [Checkpoint(a.out/'ck', save_best=False), CSVLogger(a.out/'history.csv')]
+        die = lambda: os.kill(os.getpid(), signal.SIGKILL)
+        if a.kill_at: cbs.append(At(*map(int, a.kill_at.split(',')), die))
+        if a.elastic_kill and restart_count() == 0 and r == 1:
+            cbs.append(At(*map(int, a.elastic_kill.split(',')), die))
         learn = build(cbs=cbs, dropout=0.2, momentum=0.9)
         with learn.distrib_ctx(timeout=60):
             learn.fit(3, resume=True if a.resume else None)
         res['weights'] = weights(learn)
     elif a.mode == 'kill':
         learn = build(n_train=4096, cbs=[Touch(a.out/f'started{r}')])
-        with learn.distrib_ctx(timeout=60): learn.fit(1000)
+        with learn.distrib_ctx(timeout=a.timeout): learn.fit(1000)
+    elif a.mode == 'cancel':
+        res['cancel'] = []
+        cases = (('after_pred', CancelEpochException, 2, True), ('after_loss', RuntimeError, 2, True),
+                 ('after_pred', CancelEpochException, 2, False), ('after_epoch', CancelFitException, None, None))
+        for ev, exc, b, tr in cases:
+            learn = build(cbs=[Raise(ev, exc, b=b, training=tr)])
+            with learn.distrib_ctx(timeout=a.timeout):
+                try:
+                    learn.fit(2)
+                    what = 'done'
+                except RuntimeError as e: what = str(e).split(' (')[0]
+            res['cancel'].append((ev, exc.__name__, learn.epoch, learn.iter, len(learn.recorder.values), what))
+    elif a.mode == 'rng':
+        res['draws'] = []
+        for _ in range(2):
+            d = Draw()
+            learn = build(cbs=[d], dropout=0.5)
+            with learn.distrib_ctx(timeout=a.timeout): learn.fit(2)
+            res['draws'].append(d.draws)
+            res['weights'] = weights(learn)
+    elif a.mode == 'empty':
+        learn = build(n_valid=1)
+        with learn.distrib_ctx(timeout=a.timeout): learn.fit(1)
+    elif a.mode == 'shard':
+        learn = build(momentum=0.9)
+        with learn.distrib_ctx(timeout=a.timeout, shard=True):
+            learn.fit(2)
+            res['stats'] = learn.recorder.values
+            res['weights'] = weights(learn)
+            res['type'] = type(learn.model).__name__
+            learn.export(a.out/'model.pth')
+            try:
+                with learn.added_cbs([Checkpoint(a.out/'ck')]): learn.fit(1)
+            except ValueError as e: res['ck'] = str(e)
     else: sys.exit(f'unknown mode {a.mode}')
     torch.save(res, a.out/f'rank{r}.pt')
 

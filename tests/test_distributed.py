@@ -137,23 +137,72 @@ def test_resume_after_killing_both_ranks_is_bitwise_equal(tmp_path):
         for k, v in ref[r]['weights'].items(): assert torch.equal(got[r]['weights'][k], v), (r, k)
 
 
-def test_sigkill_one_rank_the_other_fails_naming_it(tmp_path):
-    ps = start('kill', tmp_path)
+def lose_rank_1(tmp_path, sig, timeout=60)->tuple:
+    "Start the long job, send `sig` to rank 1 after both trained a batch; rank 0's stderr and seconds to its exit."
+    ps = start('kill', tmp_path, '--timeout', str(timeout))
     try:
         end = time.monotonic() + TIMEOUT
         while not all((tmp_path/f'started{r}').exists() for r in range(2)):
             assert time.monotonic() < end and all(p.poll() is None for p in ps), (tmp_path/'err0.txt').read_text()
             time.sleep(0.1)
-        ps[1].send_signal(signal.SIGKILL)
+        ps[1].send_signal(sig)
         t0 = time.monotonic()
         ps[0].wait(timeout=TIMEOUT)
         took = time.monotonic() - t0
     finally:
         for p in ps: p.kill()
+        for p in ps: p.wait()
     err = (tmp_path/'err0.txt').read_text()
     assert ps[0].returncode not in (0, None), err
-    assert f'lost rank 1 (pid {ps[1].pid})' in err, err
-    assert took < 60, took
+    return err, took, ps[1].pid
+
+
+def test_sigkill_one_rank_the_other_fails_naming_it(tmp_path):
+    err, took, pid = lose_rank_1(tmp_path, signal.SIGKILL)
+    print(f'SIGKILL: rank 0 named rank 1 {took:.1f} s after the signal')
+    assert f'lost rank 1 (host {socket.gethostname()}, pid {pid}): no longer running' in err, err
+    assert took < 30, took
+
+
+def test_sigstop_one_rank_the_other_names_it_at_the_timeout(tmp_path):
+    "A stopped peer is still a process: only its silent heartbeat names it, when the collective times out."
+    err, took, pid = lose_rank_1(tmp_path, signal.SIGSTOP, timeout=10)
+    print(f'SIGSTOP: rank 0 named rank 1 {took:.1f} s after the signal (collective timeout 10 s)')
+    assert f'lost rank 1 (host {socket.gethostname()}, pid {pid}): no heartbeat for' in err, err
+    assert 'on rank 0 of 2' in err, err
+    assert took < 10 + 8, took  # the collective's timeout, and a few seconds to fail and exit (on a busy machine)
+
+
+def test_a_cancel_on_one_rank_is_agreed_before_backward_in_validation_and_after_epoch(tmp_path):
+    "Each case: both ranks stop at the same place, at once (a missed cancel would wait for the 30 s timeout)."
+    t0 = time.monotonic()
+    r0, r1 = run('cancel', tmp_path, '--timeout', '30')
+    assert time.monotonic() - t0 < 60
+    # (event, exception, the epoch it ended in, epochs recorded): the same on both ranks
+    assert [c[:3] + c[4:5] for c in r0['cancel']] == [c[:3] + c[4:5] for c in r1['cancel']] == [
+        ('after_pred', 'CancelEpochException', 1, 1),  # training, before backward: epoch 0 ends, 1 runs
+        ('after_loss', 'RuntimeError', 0, 0),  # an error before backward ends the fit on both
+        ('after_pred', 'CancelEpochException', 1, 1),  # validation: epoch 0 ends, 1 runs
+        ('after_epoch', 'CancelFitException', 0, 1)]  # after_epoch (after Checkpoint's place)
+    assert r0['cancel'][1][3] == r1['cancel'][1][3] == 2  # at the batch it was raised in
+    assert [c[5] for c in r0['cancel']] == ['done', 'rank 1 failed at epoch 0, batch 2', 'done', 'done']
+    assert [c[5] for c in r1['cancel']] == ['done', 'on rank 1 only', 'done', 'done']
+
+
+def test_ranks_draw_differently_and_reproducibly(tmp_path):
+    r0, r1 = run('rng', tmp_path)
+    for r in (r0, r1): assert r['draws'][0] == r['draws'][1]  # the same seed and world size: the same draws
+    assert not set(map(tuple, r0['draws'][0])) & set(map(tuple, r1['draws'][0]))  # no draw shared
+    for k, v in r0['weights'].items(): assert torch.equal(v, r1['weights'][k]), k  # still one model
+
+
+def test_an_empty_shard_names_its_rank(tmp_path):
+    "1 validation sample on 2 ranks: rank 0's shard is empty; its error says so, rank 1 names it as lost."
+    codes = finish(start('empty', tmp_path, '--timeout', '20'), tmp_path, timeout=60)
+    e0, e1 = [(tmp_path/f'err{r}.txt').read_text() for r in range(2)]
+    assert codes[0] != 0 and codes[1] != 0, (e0, e1)
+    assert 'dls.valid is empty' in e0 and 'on rank 0 of 2' in e0, e0
+    assert 'lost rank 0' in e1, e1
 
 
 def test_torchrun_cli_fit_one_table(tmp_path):
