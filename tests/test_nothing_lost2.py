@@ -107,6 +107,19 @@ def test_3_a_ctrl_c_never_leaves_autocast_on():
     assert each_line(make, code_named('before_batch', '_leave', file='training.py'), check) >= 4
 
 
+# found by the full interrupt sweep: a Ctrl-C in torch.no_grad's __exit__ after validation left gradients off
+def test_3_a_ctrl_c_never_leaves_gradients_off():
+    def make():
+        learn = tiny()
+        return learn, lambda: learn.fit(1)
+    def check(learn, got, where):
+        on = torch.is_grad_enabled()
+        torch.set_grad_enabled(True)
+        assert isinstance(got, KeyboardInterrupt), where
+        assert on, f'{where}: gradients left off'
+    assert each_line(make, lambda f: f.f_code.co_filename.endswith('grad_mode.py'), check) >= 2
+
+
 # 4. a crash after epoch 0's CSV row but before the first save: the resumed log reads 0,0,1,2
 class DieAt(Callback):
     "A Ctrl-C at the end of epoch `epoch`, at `order`: 50 is after CSVLogger (30), before Checkpoint (90)."
