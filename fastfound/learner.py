@@ -331,9 +331,11 @@ class Learner:
                                  'replace step and zero_grad')
             self.n_epochs, self.stop_training = n_epochs, False
             for c in self.cbs: self._claim(c)  # those another learner used since
-            self.running = True
+            self.running, grad = True, torch.is_grad_enabled()
             try: self._stage('fit', self._do_fit, CancelFitException, self._ev[True])
-            finally: self.running = False
+            finally:  # held: a Ctrl-C in a `torch.no_grad` exit (`model.to`'s) leaves gradients off
+                run_all('restore', [lambda: torch.set_grad_enabled(grad),
+                                    lambda: setattr(self, 'running', False)])
 
     # --- the stages
     def _stage(self, name:str, body, cancel:type, ev:dict):

@@ -107,6 +107,19 @@ def test_3_a_ctrl_c_never_leaves_autocast_on():
     assert each_line(make, code_named('before_batch', '_leave', file='training.py'), check) >= 4
 
 
+# found by the full interrupt sweep: a Ctrl-C in torch.no_grad's __exit__ after validation left gradients off
+def test_3_a_ctrl_c_never_leaves_gradients_off():
+    def make():
+        learn = tiny()
+        return learn, lambda: learn.fit(1)
+    def check(learn, got, where):
+        on = torch.is_grad_enabled()
+        torch.set_grad_enabled(True)
+        assert isinstance(got, KeyboardInterrupt), where
+        assert on, f'{where}: gradients left off'
+    assert each_line(make, lambda f: f.f_code.co_filename.endswith('grad_mode.py'), check) >= 2
+
+
 # 4. a crash after epoch 0's CSV row but before the first save: the resumed log reads 0,0,1,2
 class DieAt(Callback):
     "A Ctrl-C at the end of epoch `epoch`, at `order`: 50 is after CSVLogger (30), before Checkpoint (90)."
@@ -123,6 +136,16 @@ def test_4_csv_matches_the_checkpoint_after_any_crash(tmp_path, every, die, orde
         tiny(cbs=[Checkpoint(ck, every=every), CSVLogger(log)]).fit(4, cbs=DieAt(die, order))
     tiny(cbs=[Checkpoint(ck, every=every), CSVLogger(log)]).fit(4, resume=True)
     assert epochs_logged(log) == [0, 1, 2, 3]
+
+
+def test_4_a_log_the_checkpoint_never_saw_is_not_cut(tmp_path):
+    ck = tmp_path/'ck'
+    tiny(cbs=[Checkpoint(ck), CSVLogger(tmp_path/'h.csv')]).fit(1)
+    other = tmp_path/'other.csv'
+    other.write_text('epoch,train_loss,valid_loss,time\r\n' + '0,1,1,1\r\n' * 5)
+    with pytest.warns(UserWarning, match="the checkpoint's log was h.csv"):
+        tiny(cbs=[Checkpoint(ck), CSVLogger(other)]).fit(2, resume=True)
+    assert epochs_logged(other) == [0] * 5 + [1]
 
 
 # 5. a dangling or looping link at last.pt: resume=True starts from scratch and the first save replaces the link
