@@ -119,12 +119,12 @@ class LayerFunction:
     def __repr__(self): return f'{type(self).__name__}()'
 
 # %% ../nbs/02_backprop.ipynb #8500c89e
-class Relu(LayerFunction):
+class Relu(LayerFunction):  # noqa: F811 (the notebook builds a first version before it)
     "ReLU with a hand-written backward pass."
     def forward(self, inp): return relu(inp)
     def bwd(self, out, inp): inp.g = out.g * (inp > 0)
 
-class Lin(LayerFunction):
+class Lin(LayerFunction):  # noqa: F811 (the notebook builds a first version before it)
     "Affine layer `x @ w + b` with a hand-written backward pass."
     def __init__(self, w:Tensor, # weights, `(n_in, n_out)`; get `.g`
                  b:Tensor, # biases, `(n_out,)`; get `.g`
@@ -138,7 +138,7 @@ class Lin(LayerFunction):
     def parameters(self): return [self.w, self.b]
     def __repr__(self): return f'Lin({self.w.shape[0]}, {self.w.shape[1]})'
 
-class Mse(LayerFunction):
+class Mse(LayerFunction):  # noqa: F811 (the notebook builds a first version before it)
     "Mean squared error with a hand-written backward pass."
     def forward(self, inp, targ): return mse(inp, targ)
     def bwd(self, out, inp, targ): inp.g = out.g * 2 * (inp - _match(inp, targ)) / inp.numel()

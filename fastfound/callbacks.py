@@ -48,7 +48,7 @@ class CSVLogger(Callback):
         file_status(self.fname, 'log')  # and so do a FIFO, a device, a link that loops
         self._fields = self._cols = None
         self._rows, self._seen, self._size = [], 0, 0
-        self._ckpts = [p for c in self.learn.cbs if (p := c.resume_file()) is not None]
+        self._ckpts = [p for c in self.cbs if (p := c.resume_file()) is not None]
 
     def _open(self, r:dict|None=None): # the state a checkpoint kept of the log
         "Open the log; cut it back as the checkpoint `r` saw it, else drop a row a crash cut short."
@@ -98,7 +98,7 @@ class CSVLogger(Callback):
         self._saved()  # the last epoch's checkpoint was written: its after_epoch did not fail
 
     def after_epoch(self):
-        stats = self.learn.epoch_stats
+        stats = self.epoch_stats
         row = [f'{v:.6g}' if isinstance(v, float) else v for v in stats.values()]
         if self._fields is not None and self._fields != list(stats):
             raise ValueError(f'{self.fname} has columns {self._fields}, this fit logs '
@@ -144,7 +144,7 @@ class Monitor:
 
     def current(self)->float:
         "This epoch's value of the monitored number."
-        stats = self.learn.epoch_stats
+        stats = self.epoch_stats
         if self.monitor not in stats:
             have = sorted(k for k in stats if k != 'epoch') or 'nothing (is MetricsCB there?)'
             raise ValueError(f"{type(self).__name__} monitors {self.monitor!r}, but this epoch's "

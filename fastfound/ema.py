@@ -30,7 +30,7 @@ class EMA(Callback):
         return min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
 
     def before_fit(self):
-        m = bare_model(self.learn.model)
+        m = bare_model(self.model)
         self._names = [n for n, _ in m.named_parameters()] + [n for n, _ in m.named_buffers()]
         self._live = [*m.parameters(), *m.buffers()]
         self._avg = [t.detach().clone() for t in self._live]  # the model's weights now

@@ -26,7 +26,7 @@ class TensorBoardCallback(Callback):
                 ): self.log_dir, self.hparams, self.writer = Path(log_dir), hparams, None
 
     def before_fit(self):
-        self._rec = next((c for c in self.learn.cbs if isinstance(c, Recorder)), None)
+        self._rec = next((c for c in self.cbs if isinstance(c, Recorder)), None)
         if self._rec is None:
             raise ValueError('TensorBoardCallback writes what the Recorder records: add Recorder() '
                              '(a default callback) to the learner')
@@ -47,7 +47,7 @@ class TensorBoardCallback(Callback):
                 if isinstance(v, tuple): # Adam's betas: one curve each
                     for j, x in enumerate(v): w.add_scalar(f'batch/{k}_{j}', x, s)
                 else: w.add_scalar(f'batch/{k}', v, s)
-        for k, v in self.learn.epoch_stats.items():
+        for k, v in self.epoch_stats.items():
             if k != 'epoch' and isinstance(v, numbers.Real):
                 w.add_scalar(f'epoch/{k}', v, self.epoch)
         self._done = len(rec.losses)

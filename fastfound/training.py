@@ -36,14 +36,14 @@ class NaNGuard(Callback):
         # a callback with an enabled GradScaler (`MixedPrecision` in float16) handles overflowing
         # gradients itself
         scaled = any(getattr(c, 'scaler', None) is not None and c.scaler.is_enabled()
-                     for c in self.learn.cbs)
+                     for c in self.cbs)
         check = self.grads and not scaled and hasattr(self.model, 'named_parameters')
         named = self.model.named_parameters() if check else []
         self._named = [(n, p) for n, p in named if p.requires_grad]
         self._params = [p for _, p in self._named]
 
     def after_backward(self):
-        loss = self.learn.loss.detach()
+        loss = self.loss.detach()
         gs = _grads(self._params)
         # torch offers no public name for it
         norms = torch._foreach_norm(gs) if gs else []  # noqa: SLF001
@@ -117,7 +117,7 @@ class GradAccum(Callback):
         if gs: torch._foreach_mul_(gs, f)
 
     def after_loss(self):  # before this batch's backward: put the sum in units of this batch's size
-        yb = self.learn.yb
+        yb = self.yb
         bs = len(yb) if yb is not None else 1
         if bs != self.bs:
             if self.count: self._scale(self.bs / bs)
@@ -126,7 +126,7 @@ class GradAccum(Callback):
 
     def step(self)->bool: # whether the optimizer stepped: `after_step` runs only then
         self._pending, self.count, self.items = False, self.count + 1, self.items + self.bs
-        if self.count < self.n and self.learn.iter + 1 != self.learn.n_iter: return False
+        if self.count < self.n and self.iter + 1 != self.n_iter: return False
         self._flush()  # a full group, or the epoch's last batch
         return True
     def _flush(self):
@@ -214,7 +214,7 @@ class MixedPrecision(_OptHooks):
         self._on = False
 
     def before_fit(self):
-        dev = self.learn.device
+        dev = self.device
         if dev.type != self.device_type:
             raise ValueError(f'MixedPrecision is set up for {self.device_type} but the model is on '
                              f'{dev}: use MixedPrecision(device={dev.type!r})')
@@ -238,7 +238,7 @@ class MixedPrecision(_OptHooks):
         if self._on: self._leave()  # an error or a cancel before after_loss
 
     # `scale` is the identity for bfloat16
-    def backward(self): self.scaler.scale(self.learn.loss).backward()
+    def backward(self): self.scaler.scale(self.loss).backward()
 
     def _unscale(self, opt, args, kwargs):
         self._probe.ok = False
@@ -255,7 +255,7 @@ class MixedPrecision(_OptHooks):
 
     def before_epoch(self): self._skipped = 0
     def after_epoch(self):
-        if self.scaler.is_enabled(): self.learn.epoch_stats['skipped'] = self._skipped
+        if self.scaler.is_enabled(): self.epoch_stats['skipped'] = self._skipped
 
     def state_dict(self):
         return {'scaler': self.scaler.state_dict(), 'skipped': self.skipped, 'steps': self.steps}
@@ -278,7 +278,7 @@ class CompileCB(Callback):
         self.dropped, self._n = 0, 0
 
     def _compiled(self):
-        m = self.learn.model
+        m = self.model
         if self._model is not m:
             self.fn, self._model, self._eval_bs = torch.compile(m, **self.kwargs), m, 0
     def before_train(self):
@@ -287,11 +287,11 @@ class CompileCB(Callback):
     def before_validate(self): self._compiled()
 
     def before_batch(self):
-        xb = self.learn.xb
+        xb = self.xb
         if not isinstance(xb, Tensor):
             raise TypeError(f'CompileCB pads tensors; xb is a {type(xb).__name__}')
         n = len(xb)
-        if self.learn.training:
+        if self.training:
             if self._train_bs is None: self._train_bs = n
             elif n != self._train_bs:
                 self.dropped += 1
@@ -301,9 +301,9 @@ class CompileCB(Callback):
             self.learn.xb = torch.cat([xb, xb.new_zeros((self._eval_bs - n, *xb.shape[1:]))])
         else: self._eval_bs = n
 
-    def predict(self): self.learn.preds = self.fn(self.learn.xb)
+    def predict(self): self.learn.preds = self.fn(self.xb)
     def after_pred(self):
-        if self._n: self.learn.preds, self._n = self.learn.preds[:self._n], 0
+        if self._n: self.learn.preds, self._n = self.preds[:self._n], 0
 
 # %% ../nbs/11b_training.ipynb #1285aa71
 class SingleBatchCB(Callback):
@@ -324,7 +324,7 @@ class LRSchedulerCB(Callback):
         self.sched, self._pending = None, None
 
     def before_fit(self):
-        opt = self.learn.opt
+        opt = self.opt
         if opt is None: raise ValueError('LRSchedulerCB needs an optimizer (opt_func=None here)')
         for g in opt.param_groups: g.pop('initial_lr', None)  # start from the rates of now
         self.sched = self.sched_fn(opt)
@@ -337,7 +337,7 @@ class LRSchedulerCB(Callback):
     def after_epoch(self):
         if self.per != 'epoch': return
         if not isinstance(self.sched, ReduceLROnPlateau): return self.sched.step()
-        stats = self.learn.epoch_stats
+        stats = self.epoch_stats
         if self.monitor not in stats:
             raise ValueError(f'LRSchedulerCB: monitor={self.monitor!r} is not among the epoch '
                              f'stats {sorted(stats)}')
