@@ -16,8 +16,9 @@ from torch.nn.parallel import DistributedDataParallel
 from .events import Callback, note
 from .events import CancelEpochException, CancelFitException, CancelTrainException
 from .events import CancelValidateException
-from .files import read_checkpoint
-from .learner import Learner, Resume
+from .core_cbs import Resume
+from .files import process_alive, read_checkpoint
+from .learner import Learner
 from .ranks import broadcast, rank, world_size
 from .training import GradAccum
 
@@ -185,24 +186,13 @@ def _gather(model:nn.Module)->dict:
     return {k: v.detach().cpu() for k, v in sd.items()}
 
 # %% ../nbs/11d_distributed.ipynb #d7e8f9a0
-def _alive(pid:int)->bool:
-    "Whether process `pid` on this host still runs (a zombie does not)."
-    stat = Path(f'/proc/{pid}/stat')
-    if Path('/proc/self/stat').exists():
-        try: return stat.read_text().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
-        except (OSError, IndexError): return False
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: pass
-    return True
-
 def lost_peers(peers:list, # each rank's (host, pid)
                grace:float=5., # seconds of silence that make a rank lost
               )->dict:
     "The other ranks that are gone (on this host) or silent (by the heartbeat): {rank: why}."
     host, out = socket.gethostname(), {}
     for r, (h, pid) in enumerate(peers):
-        if h == host and r != rank() and not _alive(pid): out[r] = 'no longer running'
+        if h == host and r != rank() and not process_alive(pid): out[r] = 'no longer running'
     if _beat is not None:
         for r, s in _beat.silent(grace).items():
             out.setdefault(r, f'no heartbeat for {s:.0f} s')
