@@ -29,7 +29,7 @@ setuptools.setup(
     include_package_data=True,
     python_requires='>=' + cfg['min_python'],
     install_requires=cfg.get('requirements', '').split(),
-    extras_require={'dev': cfg.get('dev_requirements', '').split()},
+    extras_require={e: cfg.get(f'{e}_requirements', '').split() for e in ('dev', 'tensorboard')},
     entry_points={'console_scripts': cfg.get('console_scripts', '').split()},
     zip_safe=False,
 )

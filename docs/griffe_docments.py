@@ -115,6 +115,21 @@ class PatchedMethod(griffe.Function):
     @property
     def relative_package_filepath(self): return self._origin.relative_package_filepath
 
+class PatchedProperty(griffe.Attribute):
+    "A `@patch(as_prop=True)` function: a property of its class, shown as one (`name: type`), like `@property`."
+    _origin = PatchedMethod._origin
+    filepath = PatchedMethod.filepath
+    relative_filepath = PatchedMethod.relative_filepath
+    relative_package_filepath = PatchedMethod.relative_package_filepath
+
+def as_property(f):
+    "The property that `@patch(as_prop=True)` function `f` makes: an attribute typed by its return annotation."
+    a = PatchedProperty(f.name, lineno=f.lineno, endlineno=f.endlineno, annotation=f.returns)
+    a.labels.add('property')
+    a.extra.update(f.extra)
+    if f.docstring is not None: a.docstring, f.docstring.parent = f.docstring, a
+    return a
+
 def patch_target(f) -> str|None:
     "The class name a `@patch`ed function `f` is attached to (its first parameter's annotation), else None."
     decs = [str(d.value.function if isinstance(d.value, griffe.ExprCall) else d.value) for d in f.decorators]
@@ -143,6 +158,7 @@ def move_patched(mods:list) -> dict[str, list]:
             if m.members.get(n) is f: m.del_member(n)
             f.extra.setdefault('fastfound', {}).update(origin=m, patched_from=m.path)
             f.__class__ = PatchedMethod
+            if any('as_prop=True' in str(d.value) for d in f.decorators): f = as_property(f)  # a property
             cls.set_member(n, f)
             if cls.module is not m:
                 note = f'Added to `{cls.name}` by `{m.path}`.'
@@ -191,6 +207,26 @@ def show_values(mods:list):
             if o is None or o.is_alias or not o.is_attribute or o.value is None or not hasattr(live, n): continue
             if (v := short_value(str(o.value), getattr(live, n))) is not None: o.value = v
 
+# --- callbacks' event handlers and step pieces: what they are, when they have no docstring -------------------------
+
+def describe_handlers(obj, events:tuple, pieces:tuple):
+    """A class's method named after an event of the training loop (`after_batch`) or one of its step pieces
+    (`backward`), without a docstring of its own, says so and links to the table of events."""
+    for o in _walk(obj):
+        if not (o.is_function and o.parent is not None and o.parent.is_class) or o.docstring: continue
+        if o.name in events: text = f'Runs at the `{o.name}` event (see [the events](../callback_index.md#events)).'
+        elif o.name in pieces: text = f'Replaces the learner\'s `{o.name}` step piece.'
+        else: continue
+        o.docstring = griffe.Docstring(text, parent=o, parser=griffe.Parser.google)
+
+def loop_names(pkg:str='fastfound') -> tuple[tuple, tuple]:
+    "The training loop's events and step pieces, from the package itself (empty when it does not import)."
+    for name in (f'{pkg}.events', f'{pkg}.learner'):
+        try: m = importlib.import_module(name)
+        except Exception: continue
+        if hasattr(m, 'EVENTS'): return tuple(m.EVENTS), tuple(getattr(m, 'PIECES', ()))
+    return (), ()
+
 # --- private methods the reader never calls, special methods without a docstring: left out -----------------------
 
 def hide_noise(obj):
@@ -207,6 +243,7 @@ class Docments(griffe.Extension):
         refs = public_refs(mods)
         for o in _walk(pkg):
             if o.docstring: o.docstring.value = link_code(escape_dunders(o.docstring.value), refs, o.path)
+        describe_handlers(pkg, *loop_names(pkg.name))  # (after the links: an event's name is not a method's)
 
     def on_function_instance(self, *, node, func, agent, **kwargs):
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)): return

@@ -380,6 +380,23 @@ def crop_png(png:bytes, x0:int, x1:int) -> tuple[bytes, int, int]:
     buf = io.BytesIO(); part.save(buf, format='PNG', optimize=True)
     return buf.getvalue(), part.width, part.height
 
+_re_cols = re.compile(r'\S {2,}\S')
+
+def table_runs(txt:str) -> list[tuple[bool, str]]:
+    """`txt` cut into runs of lines: `(True, lines)` for a table, two or more lines in a row whose columns are
+    aligned with runs of spaces (a per-epoch table, a printed DataFrame); `(False, lines)` for the rest."""
+    lines = txt.rstrip('\n').split('\n')
+    cols = [bool(_re_cols.search(l)) for l in lines]
+    res, i = [], 0
+    while i < len(lines):
+        j = i
+        while j < len(lines) and cols[j] == cols[i]: j += 1
+        tab = cols[i] and j - i >= 2
+        if res and res[-1][0] == tab: res[-1] = (tab, res[-1][1] + '\n' + '\n'.join(lines[i:j]))
+        else: res.append((tab, '\n'.join(lines[i:j])))
+        i = j
+    return [(t, x) for t, x in res if x.strip()]
+
 class Renderer:
     "Renders a processed notebook's cells to markdown; figures are collected in `assets`."
     mimes = ('text/markdown', 'image/png', 'image/jpeg', 'image/svg+xml', 'text/html', 'text/plain')
@@ -432,25 +449,31 @@ class Renderer:
                         f'{{.glightbox .nb-fig}}')
         return f'<div class="nb-panels" markdown>\n{"".join(imgs)}\n</div>'
 
+    def printed(self, txt:str) -> str:
+        "Printed text: prose-like lines wrap; a table (columns aligned with spaces) keeps its lines and scrolls."
+        if not self.site: return _fence(txt, 'text')
+        return '\n\n'.join(f'<div class="nb-cols" markdown>\n\n{_fence(t, "text")}\n\n</div>' if tab
+                           else _fence(t, 'text') for tab, t in table_runs(txt))
+
     def output(self, o, i, j) -> str:
         kind = o.get('output_type')
         if kind == 'stream':
             txt = _re_ansi.sub('', _text(o.get('text', '')))
-            return _fence(txt, 'text') if txt.strip() else ''
+            return self.printed(txt) if txt.strip() else ''
         if kind == 'error':
             return _fence(_re_ansi.sub('', '\n'.join(o.get('traceback', []))), 'text')
         data = o.get('data', {})
         mime = next((m for m in self.mimes if m in data), None)
         if mime is None: return ''
         val = data[mime]
-        if mime == 'text/markdown': return _text(val).strip()
+        if mime == 'text/markdown': return _re_link.sub(self.nb_link, _text(val)).strip()  # (a table of chapters)
         if mime in self.exts:
             raw = _text(val).encode() if mime == 'image/svg+xml' else base64.b64decode(_text(val))
             return self.figure(raw, self.exts[mime], i, j, self.alt)
         if mime == 'text/html':
             val = re.sub(r'(?is)<script.*?</script>', '', _text(val)).strip()
             return f'<div class="nb-html">\n{val}\n</div>' if self.site else val
-        return _fence(_re_ansi.sub('', _text(val)), 'text')
+        return self.printed(_re_ansi.sub('', _text(val)))
 
     def code(self, cell, i) -> str:
         self.alt = fig_alt(_text(cell.source), self.prev_md, self.drawn, self.adjacent)
@@ -514,6 +537,9 @@ def md_escape(text:str) -> str:
 
 # --- the site ------------------------------------------------------------------------------------------------
 
+# A reference page ranks above a chapter that mentions the same name: searching `lr_find` finds its entry first.
+API_FRONT = '---\nsearch:\n  boost: 4\n---\n\n'
+
 def api_page(m:Module, nb_page:Page|None, mods:list=()) -> str:
     intro = f'Introduced in [{md_escape(nb_page.title)}](../{nb_page.uri}).\n\n' if nb_page else ''
     if m.adds:
@@ -523,11 +549,11 @@ def api_page(m:Module, nb_page:Page|None, mods:list=()) -> str:
         if m.reexports:
             intro += ('It defines nothing of its own: it re-exports the public names of ' +
                       ', '.join(f'[`{n}`]({o.uri[4:]})' for n in m.reexports for o in mods if o.name == n) + '.\n\n')
-        return f'# `{m.name}`\n\n{intro}::: {m.name}\n    options:\n      members: false\n'
+        return f'{API_FRONT}# `{m.name}`\n\n{intro}::: {m.name}\n    options:\n      members: false\n'
     if m.others:  # names it re-exports are documented where they are defined
         own = ''.join(f'\n        - {n}' for n in m.names if '.' not in n)
-        return f'# `{m.name}`\n\n{intro}::: {m.name}\n    options:\n      members:{own}\n'
-    return f'# `{m.name}`\n\n{intro}::: {m.name}\n'
+        return f'{API_FRONT}# `{m.name}`\n\n{intro}::: {m.name}\n    options:\n      members:{own}\n'
+    return f'{API_FRONT}# `{m.name}`\n\n{intro}::: {m.name}\n'
 
 def api_index(mods:list, by_mod:dict) -> str:
     rows = ['| module | notebook | public names |', '|---|---|---|']
@@ -568,10 +594,12 @@ def katex_files(root:Path=ROOT) -> dict[str, Path]:
 _re_unrendered = [re.compile(r'(?is)<(pre|code|script|style|textarea)\b.*?</\1>'),
                   re.compile(r'(?is)<(span|div) class="arithmatex">.*?</\1>'),
                   re.compile(r'(?s)<[^>]*>')]
-_re_raw_math = re.compile(r'\\\(|\\\)|\\\[|\\\]|\$\$|\$[^$\s][^$<]*?[\\^_{}][^$<]*?\$')
+# delimiters left over, or a TeX command in plain text (`\frac`, `\partial`): what shows when markdown ate a `\[`
+_re_raw_math = re.compile(r'\\\(|\\\)|\\\[|\\\]|\$\$|\$[^$\s][^$<]*?[\\^_{}][^$<]*?\$|\\[A-Za-z]{2,}\b')
 
 def raw_maths(html_text:str) -> list[str]:
-    "Maths delimiters left in a page's HTML outside code and outside arithmatex's elements: maths nobody will render."
+    """Maths left in a page's HTML outside code and outside arithmatex's elements, which nobody will render: its
+    delimiters, or TeX commands (`\\frac`) whose delimiters markdown has eaten (a `\\[` inside a paragraph)."""
     for r in _re_unrendered: html_text = r.sub(' ', html_text)
     text = html.unescape(html_text)
     return [text[max(0, m.start()-30):m.end()+30].replace('\n', ' ') for m in _re_raw_math.finditer(text)]
@@ -584,7 +612,8 @@ _WHEN = {'before': 'at the start of {a} {s}',
 _STEPS = {'after_pred': 'in every batch, after the model\'s forward pass (`learn.preds`)',
           'after_loss': 'in every batch, after the loss (`learn.loss`)',
           'after_backward': 'in a training batch, after the backward pass (the gradients)',
-          'after_step': 'in a training batch, after the optimizer\'s step, before the gradients are zeroed'}
+          'after_step': 'once per optimizer step, in the training batch that stepped, before the gradients are '
+                        'zeroed (every `n` batches under `GradAccum`; per batch: `after_backward`, `after_batch`)'}
 
 def _live(name:str, root:Path=ROOT):
     "Module `name` of the package, imported from this checkout (not some other install); the tables read it."
@@ -609,24 +638,37 @@ def learner_writes(cls, base) -> list[str]:
     "The Learner attributes that the code of `cls` (and of its bases up to `base`) assigns: `learn.xb = ...`."
     import inspect, textwrap
     res = []
+    def sources(c):
+        "The class's body, and each of its methods defined elsewhere (a `@patch` from the same or a later cell)."
+        yield c
+        for f in vars(c).values():
+            f = getattr(f, 'fget', f)
+            if inspect.isfunction(f): yield f  # (one in the body is read twice: the names are deduplicated)
     for c in cls.__mro__:
         if c is base or c is object or not c.__module__.startswith(base.__module__.split('.')[0]): continue
-        try: tree = ast.parse(textwrap.dedent(inspect.getsource(c)))
-        except (OSError, TypeError, SyntaxError): continue
-        aliases = {'learn'}  # `learn = self.learn`, then `learn.x = ...`
-        for n in ast.walk(tree):
-            if isinstance(n, ast.Assign) and isinstance(n.value, ast.Attribute) and n.value.attr == 'learn':
-                aliases |= {t.id for t in n.targets if isinstance(t, ast.Name)}
-        def is_learn(v): return (isinstance(v, ast.Name) and v.id in aliases) or \
-            (isinstance(v, ast.Attribute) and v.attr == 'learn' and isinstance(v.value, ast.Name) and v.value.id == 'self')
-        for n in ast.walk(tree):
-            targets = n.targets if isinstance(n, ast.Assign) else [n.target] if isinstance(n, (ast.AugAssign, ast.AnnAssign)) else []
-            for t in targets:
-                for e in (t.elts if isinstance(t, ast.Tuple) else [t]):
-                    if isinstance(e, ast.Attribute) and is_learn(e.value) and not e.attr.startswith('_'): res.append(e.attr)
-            if isinstance(n, ast.Call) and getattr(n.func, 'id', None) == 'setattr' and len(n.args) >= 2 \
-                    and is_learn(n.args[0]) and isinstance(n.args[1], ast.Constant): res.append(str(n.args[1].value))
+        for obj in sources(c): res += _writes(obj)
     return list(dict.fromkeys(res))
+
+def _writes(obj) -> list[str]:
+    "The Learner attributes that the source of `obj` (a class or a function) assigns: `learn.xb = ...`."
+    import inspect, textwrap
+    res = []
+    try: tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
+    except (OSError, TypeError, SyntaxError): return res
+    aliases = {'learn'}  # `learn = self.learn`, then `learn.x = ...`
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Assign) and isinstance(n.value, ast.Attribute) and n.value.attr == 'learn':
+            aliases |= {t.id for t in n.targets if isinstance(t, ast.Name)}
+    def is_learn(v): return (isinstance(v, ast.Name) and v.id in aliases) or \
+        (isinstance(v, ast.Attribute) and v.attr == 'learn' and isinstance(v.value, ast.Name) and v.value.id == 'self')
+    for n in ast.walk(tree):
+        targets = n.targets if isinstance(n, ast.Assign) else [n.target] if isinstance(n, (ast.AugAssign, ast.AnnAssign)) else []
+        for t in targets:
+            for e in (t.elts if isinstance(t, ast.Tuple) else [t]):
+                if isinstance(e, ast.Attribute) and is_learn(e.value) and not e.attr.startswith('_'): res.append(e.attr)
+        if isinstance(n, ast.Call) and getattr(n.func, 'id', None) == 'setattr' and len(n.args) >= 2 \
+                and is_learn(n.args[0]) and isinstance(n.args[1], ast.Constant): res.append(str(n.args[1].value))
+    return res
 
 def callbacks_page(mods:list, lib:str='fastfound', root:Path=ROOT) -> str:
     "The index of callbacks and the table of events, both from the code: what `Callback` subclasses the package has."
@@ -675,9 +717,30 @@ def callbacks_page(mods:list, lib:str='fastfound', root:Path=ROOT) -> str:
         'not run, its `cleanup_` event does.', '', *ev_rows, ''])
 
 CALLBACKS_URI = 'callback_index.md'
-GUIDES = [('Study guide', 'study_guide.md'), ('Callbacks and events', CALLBACKS_URI),
+GUIDES = [('Study guide', 'study_guide.md'), ('Further research', 'further_research.md'),
           ('Coming from miniai', 'miniai.md'), ('Training on two machines', 'two_machines.md')]
-# pages in docs/ or generated
+# for the chapter's reader: pages in docs/ or generated
+REFERENCE = [('Callbacks and events', CALLBACKS_URI)]
+# Chapters that are the library's machinery rather than the chapter's story: files, state, ranks, interrupts, the
+# default callbacks, the everything-at-once import. They get a sidebar group of their own, after the chapters.
+MACHINERY = re.compile(r'^\d+[a-z]?_(files|state|ranks|interrupts?|core_cbs|all)$')
+EXERCISES = re.compile(r'^\d+[a-z]?_exercises$')
+
+def kind(fn:Path) -> str:
+    "Where notebook `fn`'s page goes in the sidebar: 'home', 'start', 'chapter', 'machinery' or 'reader'."
+    if fn.stem == 'index': return 'home'
+    if not numbered(fn): return 'start'
+    if EXERCISES.match(fn.stem): return 'reader'
+    return 'machinery' if MACHINERY.match(fn.stem) else 'chapter'
+
+NB_DIR = 'notebooks'  # where the site ships the notebooks, for readers to download and run
+
+def download_nb(fn:Path) -> bytes:
+    "Notebook `fn` as a reader downloads it: the cell that exports the package (`nbdev_export()`) left out."
+    nb = json.loads(fn.read_text(encoding='utf-8'))
+    nb['cells'] = [c for c in nb['cells'] if not (c.get('cell_type') == 'code' and
+                                                  'nbdev_export(' in ''.join(c.get('source', [])))]
+    return (json.dumps(nb, indent=1, ensure_ascii=False) + '\n').encode('utf-8')
 
 README_HEAD = '<!-- This file is generated from nbs/index.ipynb by the docs build (`make docs`): edit the notebook. -->\n\n'
 
@@ -709,22 +772,41 @@ class Site:
         if (root/'CHANGELOG.md').exists(): self.extra['changelog.md'] = (root/'CHANGELOG.md').read_text(encoding='utf-8')
 
     def nav(self) -> list:
-        home = [{'Home': p.uri} for p in self.pages if p.uri == 'index.md']
-        first = [{p.title: p.uri} for p in self.pages if p.uri != 'index.md' and not numbered(p.src)]  # the tutorial
-        chapters = [{p.title: p.uri} for p in self.pages if numbered(p.src)]
-        guides = [{t: u} for t, u in GUIDES if u in self.extra or (self.root/'docs'/u).exists()]
+        "Home and Start here; the reader's guides; the chapters; the machinery; then the reference."
+        def group(k): return [{p.title: p.uri} for p in self.pages if kind(p.src) == k]
+        have = lambda u: u in self.extra or (self.root/'docs'/u).exists()
+        guides = [{t: u} for t, u in GUIDES if have(u)]
+        guides[2:2] = group('reader')  # the exercises, after the study guide and the research map
         api = [{'Overview': 'api/index.md'}] + [{m.name: m.uri} for m in self.mods]
+        ref = [{t: u} for t, u in REFERENCE if have(u)] + [{'API reference': api}]
         tail = [{'Changelog': 'changelog.md'}] if 'changelog.md' in self.extra else []
-        return (home + first + ([{'Notebooks': chapters}] if chapters else [])
-                + ([{'Guides': guides}] if guides else [])
-                + [{'API reference': api}] + tail)
+        named = [('For the reader', guides), ('Chapters', group('chapter')), ('Machinery', group('machinery')),
+                 ('Reference', ref)]
+        return ([{'Home': 'index.md'}] if group('home') else []) + group('start') + \
+            [{t: g} for t, g in named if g] + tail
+
+    def download(self, p:Page) -> str:
+        "The line under a notebook page's title: a link to download the notebook and run it."
+        if p.uri == 'index.md': return ''
+        return (f'<p class="nb-download" markdown>[Download this notebook]'
+                f'({NB_DIR}/{p.src.name}){{download="{p.src.name}"}} to run it yourself '
+                f'(with fastfound installed).</p>')
+
+    def with_download(self, p:Page) -> str:
+        "The page's markdown with the download link after its title and lead (the H1 and its `> ...` summary)."
+        link = self.download(p)
+        if not link: return p.markdown
+        m = re.search(r'^#\s.*\n(?:\s*\n)*(?:>.*\n)*', p.markdown, re.M)
+        at = m.end() if m else 0
+        return p.markdown[:at] + '\n' + link + '\n\n' + p.markdown[at:]
 
     def footer(self, p:Page) -> str:
-        "A page's closing lines: its module's reference and its source notebook."
+        "A page's closing lines: its module's reference, its source notebook, and the notebook to download."
         bits = []
         mod = next((m for m, q in self.by_mod.items() if q is p), None)
         if m := next((m for m in self.mods if m.name == mod), None): bits.append(f'API reference: [`{mod}`]({m.uri})')
         if self.git_url: bits.append(f'source: [`nbs/{p.src.name}`]({self.git_url}/blob/{self.branch}/nbs/{p.src.name})')
+        if p.uri != 'index.md': bits.append(f'[download this notebook]({NB_DIR}/{p.src.name}){{download="{p.src.name}"}}')
         return ('\n\n<p class="nb-footer" markdown>' + ' · '.join(bits) + '</p>\n') if bits else ''
 
     def readme(self, site_url:str='') -> str|None:
@@ -734,7 +816,12 @@ class Site:
         pages = {k: f'nbs/{k}.ipynb' for k in self.pages_by_stem}
         if site_url: pages |= {m.name: f'{site_url.rstrip("/")}/{m.uri[:-3]}/' for m in self.mods}  # the published reference
         link = Linker(self.mods, pages, style='readme', titles=self.titles)
-        return README_HEAD + render(fn, link, img_base=site_url).markdown
+        md = render(fn, link, img_base=site_url).markdown
+        if site_url:  # a page of docs/ (the study guide) lives on the site, not in the repository
+            docs = '|'.join(re.escape(u[:-3]) for _, u in GUIDES + REFERENCE)
+            md = re.sub(rf'\]\(({docs})\.md(#[^)]*)?\)', lambda m: f']({site_url.rstrip("/")}/{m.group(1)}/'
+                        f'{m.group(2) or ""})', md)
+        return README_HEAD + md
 
 def _write_if_changed(fn:Path, text:str):
     if not fn.exists() or fn.read_text(encoding='utf-8') != text: fn.write_text(text, encoding='utf-8')
@@ -777,7 +864,8 @@ def on_files(files, config):
     from mkdocs.structure.files import File
     for p in _site.pages:
         if files.get_file_from_path(p.uri): raise ValueError(f'docs/{p.uri} exists: it would hide {p.src.name}')
-        files.append(File.generated(config, p.uri, content=p.markdown + _site.footer(p)))
+        files.append(File.generated(config, p.uri, content=_site.with_download(p) + _site.footer(p)))
+        if p.uri != 'index.md': files.append(File.generated(config, f'{NB_DIR}/{p.src.name}', content=download_nb(p.src)))
         for uri, data in p.assets.items(): files.append(File.generated(config, uri, content=data))
     for uri, md in (_site.api | _site.extra).items():
         if files.get_file_from_path(uri): raise ValueError(f'docs/{uri} exists: it would hide a generated page')
@@ -787,12 +875,43 @@ def on_files(files, config):
         _write_if_changed(_site.root/'README.md', readme)  # only from the project's own notebooks
     return files
 
+_re_member = re.compile(r'(<h\d id="(?P<id>[\w.]+)" class="doc doc-heading">\s*(?:<code[^>]*></code>)?\s*)'
+                        r'(<span class="doc doc-object-name [^"]*">)(?P<name>\w+)</span>')
+_re_source = re.compile(r'<details class="quote">')
+
+def qualify_members(html_text:str, module:str) -> str:
+    """On a module's reference page, a method's or attribute's heading names its class, `Learner.fit` rather than
+    `fit` (what a reader searches for); mkdocstrings' source listings are left out of the search index."""
+    def sub(m):
+        rest = m.group('id')[len(module) + 1:] if m.group('id').startswith(module + '.') else ''
+        owner = rest.rsplit('.', 1)[0] if '.' in rest else ''
+        if not owner or rest.rsplit('.', 1)[1] != m.group('name'): return m.group(0)
+        return f'{m.group(1)}{m.group(3)}<span class="doc-owner">{owner}.</span>{m.group("name")}</span>'
+    return _re_source.sub('<details class="quote" data-search-exclude>', _re_member.sub(sub, html_text))
+
+def on_page_content(html_text, page, config, files):
+    "Reference pages: headings that name their class, source listings out of search."
+    uri = page.file.src_uri
+    if uri.startswith('api/') and uri != 'api/index.md':
+        mod = next((m.name for m in (_site.mods if _site else []) if m.uri == uri), None)
+        if mod: return qualify_members(html_text, mod)
+    return html_text
+
 _re_topic = re.compile(r'(<div class="md-header__topic">\s*<span class="md-ellipsis">\s*)([^<]*?)(\s*</span>)')
 
-def with_version(output:str, version:str) -> str:
-    "The site's name in the header, followed by the version from settings.ini."
+def version_label(version:str, changelog:str='') -> str:
+    """The version the site documents: settings.ini's, or, when the changelog's newest section is "Unreleased",
+    that version followed by the changes made since (`v0.1.0+unreleased`), as the changelog says."""
+    top = next((l[3:].strip() for l in changelog.splitlines() if l.startswith('## ')), '')
+    return f'v{version}+unreleased' if top.lower() == 'unreleased' else f'v{version}'
+
+def with_version(output:str, version:str, changelog:str='') -> str:
+    "The site's name in the header, followed by the version (`version_label`)."
     if not version: return output
-    badge = f'<span class="ff-version" title="fastfound version">v{html.escape(version)}</span>'
+    label = version_label(version, changelog)
+    tip = (f'fastfound {version} and the unreleased changes in the changelog' if label.endswith('+unreleased')
+           else 'fastfound version')
+    badge = f'<span class="ff-version" title="{html.escape(tip)}">{html.escape(label)}</span>'
     return _re_topic.sub(lambda m: m.group(1) + m.group(2) + ' ' + badge + m.group(3), output, count=1)
 
 def on_post_page(output, page, config):
@@ -800,7 +919,7 @@ def on_post_page(output, page, config):
     if bad := raw_maths(output):
         from mkdocs.exceptions import PluginError
         raise PluginError(f'{page.file.src_uri}: maths that will show raw (fix the markdown): {bad[:3]}')
-    return with_version(output, _site.version if _site else '')
+    return with_version(output, _site.version if _site else '', (_site.extra.get('changelog.md', '') if _site else ''))
 
 def on_serve(server, config, builder):
     server.watch(str(_site.nbs))

@@ -6,9 +6,9 @@
 __all__ = []
 
 # %% ../nbs/14_all.ipynb #ae97c40f
-from . import (augment, callbacks, checkpoint, core_cbs, data, events, files, hooks,
+from . import (augment, callbacks, checkpoint, core_cbs, data, ema, events, files, hooks,
                        inference, init, interpret, interrupts, learner, models, schedule, state,
-                       training)
+                       tensorboard, training)
 from . import distributed as _distributed
 # imported by name, not starred: `rank`, `broadcast` are generic
 from . import ranks  # noqa: F401
@@ -21,17 +21,20 @@ from .events import *
 from .core_cbs import *
 from .learner import *
 from .callbacks import *
+from .tensorboard import *
 from .schedule import *
 from .hooks import *
 from .checkpoint import *
 from .inference import *
 from .training import *
+from .ema import *
 from .models import *
 from .distributed import *
 from .augment import *
 from .interpret import *
 
-_mods = (init, interrupts, files, state, data, events, core_cbs, learner, callbacks, schedule,
-         hooks, checkpoint, inference, training, models, augment, _distributed, interpret)
+_mods = (init, interrupts, files, state, data, events, core_cbs, learner, callbacks, tensorboard,
+         schedule,
+         hooks, checkpoint, inference, training, ema, models, augment, _distributed, interpret)
 # a name that a module re-exports from a lower one (learner's default callbacks) is listed once
 __all__ = list(dict.fromkeys(n for m in _mods for n in m.__all__))

@@ -4,65 +4,129 @@
 
 # %% ../nbs/07_callbacks.ipynb #58780e7a
 from __future__ import annotations
-import csv, os
+import csv, io, os, warnings
 from pathlib import Path
 from .events import Callback, CancelFitException
-from .files import atomic_write, disk_error, writable
+from .files import disk_error, file_status, open_log, writable
 
 # %% auto #0
 __all__ = ['CSVLogger', 'Monitor', 'EarlyStopping']
 
 # %% ../nbs/07_callbacks.ipynb #6a649c79
-def _epoch_of(line:str, i:int)->int:
-    "The epoch in column `i` of the CSV row `line`; -1 if it has none."
-    r = next(csv.reader([line]), [])
-    return int(r[i]) if len(r) > i and r[i].isdigit() else -1
+_HEAD = 1 << 16  # the longest first line (the columns) a log may have
+
+def _first_line(fd:int, fname:Path)->list:
+    "The columns in the first line of the log `fd`, read in a bounded way."
+    head = os.pread(fd, _HEAD, 0)
+    if (i := head.find(b'\n')) < 0:
+        raise ValueError(f'{fname}: its first line is longer than {_HEAD:,} bytes, so it is no CSV '
+                         'log: give CSVLogger another file')
+    return next(csv.reader([head[:i + 1].decode(errors='replace')]), [])
+
+def _whole_rows(fd:int, size:int)->int:
+    "The length of the first `size` bytes of `fd` without a last row that lacks its newline."
+    end = size
+    while end > 0:
+        start = max(0, end - _HEAD)
+        if (i := os.pread(fd, end - start, start).rfind(b'\n')) >= 0: return start + i + 1
+        end = start
+    return 0
+
+def _csv(rows)->bytes:
+    buf = io.StringIO()
+    csv.writer(buf).writerows(rows)
+    return buf.getvalue().encode()
 
 class CSVLogger(Callback):
-    """Append `learn.epoch_stats` to `fname` as a CSV row each epoch, flushed; a resume drops later
-    rows."""
+    """Append `learn.epoch_stats` to `fname` as a CSV row each epoch, on disk once a checkpoint
+    holds it; a resume sets the log back."""
     order, run_lr_find, main_only = 30, False, True
-    def __init__(self, fname:Path|str='history.csv'): self.fname, self._f = Path(fname), None
+    def __init__(self, fname:Path|str='history.csv'): self.fname, self._fd = Path(fname), None
 
     def before_fit(self):
         writable(self.fname.parent)  # a folder we can't write to shows now, not after an epoch
-        self._f = self._w = self._old = None
+        file_status(self.fname, 'log')  # and so do a FIFO, a device, a link that loops
+        self._fields = self._cols = None
+        self._rows, self._seen, self._size = [], 0, 0
+        self._ckpts = [p for c in self.learn.cbs if (p := c.resume_file()) is not None]
 
-    def _open(self):
-        "Open the log to append, keeping whole rows; when resuming, those of the epochs before."
-        lines = []
-        if self.fname.exists():
-            with open(self.fname, newline='') as f: lines = f.read().splitlines(keepends=True)
-        cut = lines and not lines[-1].endswith('\n')  # a row cut short by a crash or a full disk
-        keep = lines[:-1] if cut else list(lines)
-        self._old, start = next(csv.reader(keep[:1]), None), self.learn.start_epoch
-        if self._old and 'epoch' in self._old and start:
-            i = self._old.index('epoch')
-            while len(keep) > 1 and _epoch_of(keep[-1], i) >= start: keep.pop()  # not checkpointed
-        if keep != lines: atomic_write(self.fname, lambda f: f.write(''.join(keep).encode()))
-        self._f = open(self.fname, 'a', newline='')
+    def _open(self, r:dict|None=None): # the state a checkpoint kept of the log
+        "Open the log; cut it back as the checkpoint `r` saw it, else drop a row a crash cut short."
+        self._fd = open_log(self.fname)
+        size = os.fstat(self._fd).st_size
+        if r and r.get('name') != self.fname.name:  # another log: it is not cut
+            warnings.warn(f"the checkpoint's log was {r.get('name')}, this is {self.fname}: it is "
+                          "kept as it is, and the checkpoint's rows are not added")
+            r = None
+        if r and (size < r['size'] or _whole_rows(self._fd, r['size']) != r['size']):
+            warnings.warn(f'{self.fname} has changed since the checkpoint was saved: its rows are '
+                          "kept, and the checkpoint's appended")
+        elif r: size = r['size']
+        if (keep := _whole_rows(self._fd, size)) != os.fstat(self._fd).st_size:
+            os.ftruncate(self._fd, keep)
+        self._size = keep
+        self._fields = _first_line(self._fd, self.fname) if keep else None
+        if r and r['rows']: self._write(r['fields'], r['rows'])
+
+    def _write(self, fields:list, rows:list):
+        "Append `rows` (after the header, in an empty log), synced; on failure, none of them."
+        if self._fields is None: rows, self._fields = [fields, *rows], fields
+        elif self._fields != fields:
+            raise ValueError(f'{self.fname} has columns {self._fields}, this fit logs {fields}: '
+                             'use another file')
+        data, done = memoryview(_csv(rows)), 0
+        try:
+            while done < len(data): done += os.write(self._fd, data[done:])
+            os.fsync(self._fd)
+        except OSError as e:
+            os.ftruncate(self._fd, self._size)  # no partial row left
+            raise disk_error(e, self.fname, kept='its earlier rows are kept') from None
+        self._size += len(data)
+
+    def _flush(self, n:int):
+        "Write the first `n` rows held back."
+        if n: self._write(self._cols, self._rows[:n])
+        del self._rows[:n]
+        self._seen = max(0, self._seen - n)
+
+    def _saved(self):
+        "Write the rows a checkpoint took, once it is on disk (else a resume starts afresh)."
+        if self._seen and any(p.exists() for p in self._ckpts): self._flush(self._seen)
+
+    def before_epoch(self):
+        if self._fd is None: self._open()
+        self._saved()  # the last epoch's checkpoint was written: its after_epoch did not fail
 
     def after_epoch(self):
-        row = {k: (f'{v:.6g}' if isinstance(v, float) else v)
-               for k, v in self.learn.epoch_stats.items()}
-        if self._f is None: self._open()
-        if self._w is None:
-            if self._old is not None and self._old != list(row):
-                raise ValueError(f'{self.fname} has columns {self._old}, this fit logs '
-                                 f'{list(row)}: use another file')
-            self._w = csv.DictWriter(self._f, fieldnames=list(row))
-            if self._old is None: self._w.writeheader()
-        size = self._f.tell()
-        try:
-            self._w.writerow(row)
-            self._f.flush()
-            os.fsync(self._f.fileno())
-        except OSError as e:
-            self._f.truncate(size)  # no partial row left (the next fit would drop one anyway)
-            raise disk_error(e, self.fname) from None
+        stats = self.learn.epoch_stats
+        row = [f'{v:.6g}' if isinstance(v, float) else v for v in stats.values()]
+        if self._fields is not None and self._fields != list(stats):
+            raise ValueError(f'{self.fname} has columns {self._fields}, this fit logs '
+                             f'{list(stats)}: use another file')
+        self._rows.append(row)
+        self._cols = list(stats)
+        if not self._ckpts: self._flush(len(self._rows))
+
+    def after_fit(self):
+        if self._rows: self._flush(len(self._rows))
 
     def cleanup_fit(self):
-        if self._f is not None: self._f.close()
+        if self._fd is None: return
+        try: self._saved()  # a cancel or an error after the last save: that save's rows
+        finally:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def state_dict(self):
+        if self._fd is None: return {}  # not in a fit
+        self._seen = len(self._rows)  # a checkpoint is taking them
+        return dict(name=self.fname.name, size=self._size, fields=self._cols or [],
+                    rows=[[str(v) for v in r] for r in self._rows])
+    def load_state_dict(self, sd):
+        "Set the log back as the checkpoint saw it: cut to its length, then the rows it held back."
+        self._open(sd)
+        fd, self._fd = self._fd, None
+        os.close(fd)  # the fit opens it again
 
 # %% ../nbs/07_callbacks.ipynb #2abcf5bd
 class Monitor:
@@ -136,3 +200,9 @@ class EarlyStopping(Callback, Monitor):
     def load_state_dict(self, sd):
         keys = 'best', 'best_epoch', 'wait', 'stopped'
         self.best, self.best_epoch, self.wait, self.stopped = (sd[k] for k in keys)
+
+# %% ../nbs/07_callbacks.ipynb #09c68133
+from .compat import deprecated_names
+__getattr__ = deprecated_names(__name__, dict.fromkeys(
+    ['to_device', 'DeviceCB', 'accuracy', 'MetricsCB', 'Recorder', 'ProgressCB', 'default_cbs'],
+    'fastfound.core_cbs'))

@@ -117,3 +117,12 @@ def load_learner(path:Path|str, # a file from `Learner.export` (or any fastfound
     learn = Learner(model.eval(), dls if dls is not None else DataLoaders(None, None), **kwargs)
     learn.meta = d.get('meta', {})
     return learn
+
+# %% ../nbs/10_checkpoint.ipynb #942905bb
+from .compat import deprecated_names
+__getattr__ = deprecated_names(__name__, {
+    **dict.fromkeys(['FORMAT', 'VERSION', 'atomic_save', 'CheckpointError', 'load_file',
+                     'read_checkpoint'], 'fastfound.files'),
+    **dict.fromkeys(['rng_states', 'set_rng_states', 'cb_states', 'load_cb_states',
+                     'load_model_state', 'load_opt_state'], 'fastfound.state'),
+    'Resume': 'fastfound.core_cbs', 'EarlyStopping': 'fastfound.callbacks'})

@@ -4,7 +4,8 @@
 
 # %% ../nbs/05c_core_cbs.ipynb #76334ec8
 from __future__ import annotations
-import copy, math, numbers, time, warnings
+import copy, inspect, math, numbers, os, time, warnings
+from collections.abc import Mapping
 from pathlib import Path
 import torch
 from fastcore.basics import listify
@@ -15,8 +16,8 @@ from .files import read_checkpoint
 from .ranks import all_reduce_sum, broadcast, world_size
 
 # %% auto #0
-__all__ = ['to_device', 'DeviceCB', 'accuracy', 'metric_name', 'is_metric_obj', 'named_metrics', 'MetricsCB', 'Recorder',
-           'ProgressCB', 'default_cbs', 'Resume']
+__all__ = ['to_device', 'DeviceCB', 'accuracy', 'metric_name', 'is_metric_obj', 'metric_list', 'named_metrics', 'metric_values',
+           'MetricsCB', 'Recorder', 'ProgressCB', 'default_cbs', 'Resume']
 
 # %% ../nbs/05c_core_cbs.ipynb #0a4afe6e
 def to_device(b, device:torch.device):
@@ -61,12 +62,17 @@ def is_metric_obj(m)->bool:
     return all(callable(getattr(m, k, None)) for k in ('update', 'compute', 'reset'))
 
 # %% ../nbs/05c_core_cbs.ipynb #f4a30bd7
+def metric_list(ms)->list:
+    """`ms` as a list of metrics. One metric object is one metric, also when it is iterable: a
+    torchmetrics `MetricCollection` iterates over its keys."""
+    return [ms] if is_metric_obj(ms) else list(listify(ms))
+
 def named_metrics(ms)->list:
     """`(name, metric)` for each of `ms`: a `(name, metric)` pair keeps its name, others get
     `metric_name`'s."""
     pairs = [m if isinstance(m, tuple) and len(m) == 2 and isinstance(m[0], str)
              else (metric_name(m), m)
-             for m in listify(ms)]
+             for m in metric_list(ms)]
     names = [n for n, _ in pairs]
     dup = sorted({n for n in names if names.count(n) > 1 or n == 'loss'})
     if dup:
@@ -79,19 +85,54 @@ def named_metrics(ms)->list:
 def _compute(m):
     """`m.compute()` over every rank: torchmetrics' objects sync themselves, torcheval's through
     its toolkit."""
-    if world_size() > 1 and hasattr(m, 'merge_state'):
+    # torchmetrics' objects have a `merge_state` too: ask the class's module
+    if world_size() > 1 and any(c.__module__.startswith('torcheval.') for c in type(m).__mro__):
         from torcheval.metrics.toolkit import sync_and_compute
-        return sync_and_compute(m, recipient_rank='all')
+        # every rank gets the result: the default from torcheval 0.0.7, which dropped the argument
+        all_ranks = 'recipient_rank' in inspect.signature(sync_and_compute).parameters
+        return sync_and_compute(m, **({'recipient_rank': 'all'} if all_ranks else {}))
     return m.compute()
 
+def _number(name:str, v)->float:
+    try: return float(v)
+    except (TypeError, ValueError, RuntimeError):
+        shape = f' of shape {tuple(v.shape)}' if hasattr(v, 'shape') else ''
+        raise TypeError(f'metric {name!r} gave a {type(v).__name__}{shape}: a column holds one '
+                        'number. compute() may return a number, a one-element tensor, or a dict '
+                        f'of them (one column each, {name}_<key>)') from None
+
+def metric_values(name:str, # the metric's name
+                  v, # what it computed: a number, a one-element tensor, or a dict of them
+                 )->dict:
+    "The columns of metric `name`: `{name: v}`, or `{name_key: v[key]}` for each key of a dict."
+    if isinstance(v, Mapping):
+        return {f'{name}_{k}': _number(f'{name}_{k}', x) for k, x in v.items()}
+    return {name: _number(name, v)}
+
 # %% ../nbs/05c_core_cbs.ipynb #1bce2849
+def _bad_metric(name:str, v):
+    "Raise the error for the metric `name`, whose function returned `v`, not a 0-dim tensor."
+    if isinstance(v, Tensor):
+        raise ValueError(f'metric {name!r} returned a tensor of shape {tuple(v.shape)}, not a '
+                         'scalar: return the mean over the batch, e.g. (preds.argmax(1) == '
+                         'yb).float().mean()')
+    raise TypeError(f'metric {name!r} returned a {type(v).__name__} ({v!r:.40}), not a tensor: '
+                    'compute it with torch, e.g. (preds.argmax(1) == yb).float().mean()')
+
 class MetricsCB(Callback):
     "Mean loss and metrics over each phase of each epoch, into `learn.epoch_stats`."
     order, run_lr_find = -10, False
     def __init__(self, *metrics, # functions or update/compute/reset objects; none: `learn.metrics`
                  train_metrics:bool=True, # metrics on the training batches too (the loss always is)
+                 **named, # metrics by name, as miniai's `MetricsCB(accuracy=MulticlassAccuracy())`
                 ):
-        self.metrics, self.train_metrics = list(metrics), train_metrics
+        bad = [k for k, m in named.items() if not callable(m) and not is_metric_obj(m)]
+        if bad:
+            raise TypeError(f'MetricsCB got {bad}, which are not metrics: give metrics as '
+                            'MetricsCB(accuracy, ...), MetricsCB(name=metric) or (name, metric) '
+                            'pairs; the only option is train_metrics')
+        self.metrics = list(metrics) + list(named.items())
+        self.train_metrics = train_metrics
         named_metrics(self.metrics)
         self._n, self._cur, self.stats = 0, [], {}
 
@@ -104,7 +145,7 @@ class MetricsCB(Callback):
             return m.to(self._dev) if hasattr(m, 'to') else m
         self._ms = {False: [prep(m) for m in ms],
                     True: [prep(m) for m in ms] if self.train_metrics else []}
-        self._n, self.stats = 0, {}
+        self._n, self.stats, self._cols = 0, {}, {}
 
     def before_epoch(self): self._t0, self.stats = time.perf_counter(), {'epoch': self.epoch}
 
@@ -128,7 +169,9 @@ class MetricsCB(Callback):
         for i, m in enumerate(self._cur):
             if is_metric_obj(m): m.update(preds, yb)
             else:
-                v = m(preds, yb).detach()
+                v = m(preds, yb)
+                if not isinstance(v, Tensor) or v.ndim: _bad_metric(self.names[i], v)
+                v = v.detach()
                 self._sums[i] = v * n if self._sums[i] is None else self._sums[i].add_(v, alpha=n)
 
     def _finish(self):
@@ -147,7 +190,9 @@ class MetricsCB(Callback):
         vals = iter(sums.div(self._n).tolist())
         self.stats[f'{phase}_loss'] = next(vals)
         for name, m in zip(self.names, self._cur):
-            self.stats[f'{phase}_{name}'] = float(_compute(m)) if is_metric_obj(m) else next(vals)
+            cols = metric_values(name, _compute(m) if is_metric_obj(m) else next(vals))
+            self._cols[name] = list(cols)  # a dict result: one column per key
+            self.stats.update({f'{phase}_{k}': v for k, v in cols.items()})
         self._n = 0
 
     def cleanup_train(self): self._finish()
@@ -155,7 +200,8 @@ class MetricsCB(Callback):
 
     def after_epoch(self):
         s = self.stats
-        named = [f'{p}_{n}' for p in ('train', 'valid') for n in self.names]
+        named = [f'{p}_{c}' for p in ('train', 'valid') for n in self.names
+                 for c in self._cols.get(n, [n])]
         keys = ['epoch', 'train_loss', 'valid_loss'] + named
         stats = {k: s[k] for k in keys if k in s} | {'time': time.perf_counter() - self._t0}
         # rank 0's: every rank decides (stop, save) on the same numbers
@@ -322,8 +368,9 @@ def default_cbs()->list:
 class Resume(Callback):
     "Continue a run from a training checkpoint; `fit(..., resume=...)` adds one for that fit."
     order, run_lr_find = 1000, False
-    def __init__(self, path:Path|str|bool=True): # a `train` file; `True`: the one a callback offers
-        self.path = path
+    def __init__(self, path:Path|str|bool=True, # a `train` file; `True`: the one a callback offers
+                 lr:float|slice|None=None, # a learning rate to set once the checkpoint is loaded
+                ): self.path, self.lr = path, lr
 
     def _find(self)->Path|None:
         if self.path is not True: return Path(self.path)
@@ -331,14 +378,16 @@ class Resume(Callback):
         if not offered:
             raise ValueError('resume=True needs a Checkpoint callback to know where to look; pass '
                              'a path instead')
-        return offered[0] if offered[0].exists() else None
+        # a link to nowhere, a loop or a folder we may not read is there: its load says why
+        return offered[0] if os.path.lexists(offered[0]) else None
 
     def before_fit(self):
         path = self._find()
-        if path is None: return  # nothing saved yet: a fresh start
-        self.learn.load_state_dict(read_checkpoint(path, ('train',)), path)
-        if self.start_epoch >= self.n_epochs:
-            warnings.warn(f'{path} was saved after epoch {self.start_epoch - 1}; '
-                          f'fit({self.n_epochs}) has no epochs left to run')
+        if path is not None:  # else nothing saved yet: a fresh start
+            self.learn.load_state_dict(read_checkpoint(path, ('train',)), path)
+            if self.start_epoch >= self.n_epochs:
+                warnings.warn(f'{path} was saved after epoch {self.start_epoch - 1}; '
+                              f'fit({self.n_epochs}) has no epochs left to run')
+        if self.lr is not None: self.learn.set_lr(self.lr)  # the fit's lr wins over the saved one
 
     def cleanup_fit(self): self.learn.start_epoch = 0

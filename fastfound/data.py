@@ -233,6 +233,13 @@ def default_device()->torch.device:
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
 
 # %% ../nbs/05_data.ipynb #cd708892
+def _as_tensor(x)->Tensor:
+    """`x` as a tensor; floats from numpy (or Python) in torch's default dtype, as `torch.tensor`
+    makes Python floats. A tensor keeps its dtype."""
+    t = torch.as_tensor(x)
+    if isinstance(x, Tensor) or not t.is_floating_point(): return t
+    return t.to(torch.get_default_dtype())
+
 def prep_inputs(x:Tensor, # a batch of inputs, tensor or numpy array
                 norm:tuple|None=None, # `(mean, std)` to normalise with, after scaling
                 shape:tuple|None=None, # the shape of one sample
@@ -240,7 +247,7 @@ def prep_inputs(x:Tensor, # a batch of inputs, tensor or numpy array
                )->Tensor:
     """Inputs as a `TensorLoader` serves them: on `device`, `uint8` scaled to `[0, 1]`, normalised,
     reshaped."""
-    x = torch.as_tensor(x).to(device)
+    x = _as_tensor(x).to(device)
     if x.dtype == torch.uint8: x = x.float().div_(255)
     if norm is not None: x = (x - norm[0]) / norm[1]
     if shape is not None: x = x.reshape(len(x), *shape)
@@ -260,7 +267,7 @@ class TensorLoader:
                  even:bool|None=None, # same count on every rank (`rank_slices`); `None`: `shuffle`
                  vocab=None, # the class names the targets index, e.g. `FMNIST_CLASSES`
                 ):
-        x, y = torch.as_tensor(x), torch.as_tensor(y)  # numpy arrays too
+        x, y = _as_tensor(x), _as_tensor(y)  # numpy arrays too
         if len(x) != len(y): raise ValueError(f'x and y differ in length: {len(x)} vs {len(y)}')
         if bs < 1: raise ValueError(f'bs must be at least 1, got {bs}')
         self.device = default_device() if device is None else torch.device(device)
@@ -361,10 +368,17 @@ def fashion_mnist_dls(bs:int=256, # training batch size
                       conv:bool=True, # samples `1,28,28` for conv nets; `False`: flat `784` (MLPs)
                       path:Path|str|None=None, # where to look first (see `fashion_mnist_path`)
                       device=None, # where the data lives; `None`: `default_device()`
-                      **kwargs, # passed on to `TensorLoader`
+                      norm:tuple|None=FMNIST_STATS, # `(mean, std)`; `None`: pixels in `[0, 1]`
+                      shape:tuple|None=None, # a sample's shape; `None`: as `conv` says
+                      vocab=FMNIST_CLASSES, # the class names
+                      **kwargs, # passed on to `TensorLoader`, e.g. `drop_last`
                      )->DataLoaders:
     "Fashion-MNIST as normalised `DataLoaders`, the test set for validation."
     xt, yt, xv, yv = load_fashion_mnist(path)
-    return DataLoaders.from_tensors(xt, yt, xv, yv, bs, device=device, norm=FMNIST_STATS,
-                                    vocab=FMNIST_CLASSES,
-                                    shape=(1, 28, 28) if conv else (784,), **kwargs)
+    shape = shape if shape is not None else (1, 28, 28) if conv else (784,)
+    return DataLoaders.from_tensors(xt, yt, xv, yv, bs, device=device, norm=norm, vocab=vocab,
+                                    shape=shape, **kwargs)
+
+# %% ../nbs/05_data.ipynb #bc850813
+from .compat import deprecated_names
+__getattr__ = deprecated_names(__name__, {'file_mode': 'fastfound.files'})

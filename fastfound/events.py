@@ -4,8 +4,9 @@
 
 # %% ../nbs/05b_events.ipynb #560e23da
 from __future__ import annotations
-import warnings
+import inspect, warnings
 from fastcore.basics import camel2snake
+from .interrupts import uninterrupted
 
 # %% auto #0
 __all__ = ['STAGES', 'STEP_EVENTS', 'EVENTS', 'PIECES', 'CancelFitException', 'CancelEpochException', 'CancelTrainException',
@@ -91,6 +92,21 @@ class Callback:
                           f'{tuple(extra)!r} on the class if it means to, or rename the methods',
                           stacklevel=3)
 
+    def check_events(self):
+        """Refuse event and piece methods that need arguments: they are called with none (miniai's
+        callbacks take `learn`)."""
+        for e in EVENTS + PIECES:
+            if (f := self.own(e)) is None: continue
+            try: ps = inspect.signature(f).parameters.values()
+            except (TypeError, ValueError): continue  # a builtin: nothing to read
+            need = [q.name for q in ps if q.default is q.empty
+                    and q.kind in (q.POSITIONAL_ONLY, q.POSITIONAL_OR_KEYWORD)]
+            if need:
+                sig = ', '.join(['self', *need])
+                raise TypeError(f'{type(self).__name__}.{e}({sig}): fastfound calls {e} with no '
+                                'arguments; read the learner as self.learn (or self.model, '
+                                f'self.epoch...): write def {e}(self)')
+
     @property
     def in_preds(self)->bool:
         "Whether this callback takes part in inference passes (see `run_preds`)."
@@ -131,17 +147,29 @@ def run_event(event:str, # the event's name, for the notes
             note(e, f'raised in {_where(f, event)}')
             raise
 
+def _top(errs:list, leaving:BaseException|None)->BaseException:
+    "What `run_all` raises: an interrupt; else the first error, unless `leaving` is on its way out."
+    stops = [e for _, e in errs if not isinstance(e, Exception)]  # KeyboardInterrupt, SystemExit
+    if stops: return stops[0]
+    if leaving is None or isinstance(leaving, _cancels): return errs[0][1]
+    return leaving
+
+@uninterrupted
 def run_all(event:str, # what is running, for the notes
             fns, # functions of no arguments
+            leaving:BaseException|None=None, # the exception the stage is being left with, if any
            ):
-    """Call every one of `fns`, even when some raise; then re-raise the first error, the later ones
-    noted on it."""
-    first = None
+    """Call every one of `fns`, even when some raise or a Ctrl-C comes; then raise what they raised
+    (see above)."""
+    errs = []
     for f in fns:
         try: f()
-        except BaseException as e:
-            if first is None:
-                if not isinstance(e, _cancels): note(e, f'raised in {_where(f, event)}')
-                first = e
-            else: note(first, f'then {_where(f, event)} raised {type(e).__name__}: {e}')
-    if first is not None: raise first
+        except BaseException as e: errs.append((f, e))
+    if not errs: return  # a Ctrl-C held back meanwhile is raised now, as this returns
+    top = _top(errs, leaving)
+    for f, e in errs:
+        if e is top and not isinstance(e, _cancels): note(e, f'raised in {_where(f, event)}')
+        elif top is leaving: note(top, f'while leaving, {_where(f, event)} raised '
+                                       f'{type(e).__name__}: {e}')
+        elif e is not top: note(top, f'then {_where(f, event)} raised {type(e).__name__}: {e}')
+    if top is not leaving: raise top

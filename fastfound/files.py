@@ -7,11 +7,12 @@ from __future__ import annotations
 import errno, fcntl, hashlib, io, os, pickle, stat, uuid, warnings
 from pathlib import Path
 import torch
+from .interrupts import uninterrupted
 
 # %% auto #0
 __all__ = ['SEAL', 'FORMAT', 'VERSION', 'file_mode', 'temp_name', 'disk_error', 'atomic_write', 'seal', 'atomic_save', 'writable',
-           'process_alive', 'sweep_temps', 'FolderBusy', 'FolderLock', 'CheckpointError', 'regular_file', 'unseal',
-           'load_file', 'check_plain', 'short_list', 'read_checkpoint']
+           'process_alive', 'sweep_temps', 'FolderBusy', 'FolderLock', 'CheckpointError', 'file_status', 'regular_file',
+           'open_log', 'unseal', 'load_file', 'check_plain', 'short_list', 'read_checkpoint']
 
 # %% ../nbs/04b_files.ipynb #7985843d
 def file_mode()->int:
@@ -38,12 +39,20 @@ _WHY = {errno.ENOSPC: 'the disk is full', errno.EDQUOT: 'the disk quota is used 
 
 def disk_error(e:OSError, # what the system said
                path:Path, # the file being written
+               kept:str|None=None, # what is kept; `None`: "any older <name> is left as it was"
               )->OSError:
     "An `OSError` of `e`'s kind whose message names `path` and says in words what happened."
     why = _WHY.get(e.errno, e.strerror or str(e))
-    return type(e)(e.errno, f'cannot write {path}: {why} ({e.strerror or e}); '
-                   f'any older {path.name} is '
-                   'left as it was')
+    kept = f'any older {path.name} is left as it was' if kept is None else kept
+    return type(e)(e.errno, f'cannot write {path}: {why} ({e.strerror or e}); {kept}')
+
+def _discard(tmp:Path)->str:
+    """Remove the temporary file `tmp`; `''`, or why it is still there. Never raises: on a read-only
+    mount even a missing file's `unlink` fails, and the write's own error is the one to tell."""
+    try: tmp.unlink(missing_ok=True)
+    except OSError as e:
+        if os.path.lexists(tmp): return f'; its temporary file {tmp} could not be removed ({e})'
+    return ''
 
 def atomic_write(path:Path|str, # the file to (re)place; its folder is created
                  write, # `write(f)` writes the content to the open binary file `f`
@@ -62,8 +71,11 @@ def atomic_write(path:Path|str, # the file to (re)place; its folder is created
         if check is not None: check(tmp)
         os.replace(tmp, path)
     except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.errno in _WHY: raise disk_error(e, path) from None
+        left = _discard(tmp)
+        if isinstance(e, OSError) and e.errno in _WHY:
+            err = disk_error(e, path)
+            err.strerror += left
+            raise err from None
         raise
     _fsync_dir(path.parent)
     return path
@@ -75,13 +87,30 @@ def seal(data)->bytes:
     "The checksum trailer `atomic_save` writes after the bytes `data` of a `torch.save`."
     return SEAL + hashlib.sha256(data).hexdigest().encode() + b'\n'
 
+class _Buffer(io.BytesIO):
+    "A `BytesIO` that keeps the error its `write` raised: torch's writer hides it behind its own."
+    error = None
+    def write(self, b):
+        try: return super().write(b)
+        except BaseException as e:  # nothing more here: memory is short
+            self.error = e
+            raise
+
+def _serialise(obj, path:Path)->memoryview:
+    "The bytes of `torch.save(obj)`; running out of memory is a `MemoryError` that names `path`."
+    buf = _Buffer()
+    try: torch.save(obj, buf)  # in memory: a full disk is then an OSError naming the file
+    except Exception as e:  # torch reports a failed write as "unexpected pos 544960 vs 544912"
+        if not isinstance(buf.error, MemoryError) and not isinstance(e, MemoryError): raise
+        raise MemoryError(f'cannot write {path}: out of memory while serialising it; any older '
+                          f'{path.name} is left as it was') from None
+    return buf.getbuffer()
+
 def atomic_save(obj, # anything `torch.save` takes
                 path:Path|str, # where it ends up
                )->Path:
     "`torch.save(obj, path)` through `atomic_write`, then a checksum that `load_file` verifies."
-    buf = io.BytesIO()
-    torch.save(obj, buf)  # in memory: a full disk is then an OSError naming the file, not torch's
-    data = buf.getbuffer()
+    data = _serialise(obj, Path(path))
     def write(f):
         f.write(data)
         f.write(seal(data))
@@ -134,21 +163,21 @@ class FolderLock:
         self.folder, self.fd = Path(folder), None
 
     def acquire(self)->FolderLock:
-        fd = os.open(writable(self.folder), os.O_RDONLY | os.O_DIRECTORY)
-        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.fd = os.open(writable(self.folder), os.O_RDONLY | os.O_DIRECTORY)  # kept before locked
+        try: fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(fd)
+            self.release()
             raise FolderBusy(f'{self.folder} is in use by another run: wait for it to end, or '
                              'give this run another folder') from None
-        self.fd = fd
         return self
 
+    @uninterrupted
     def release(self):
         "Let the folder go; again is a no-op."
+        if self.fd is None: return
+        fcntl.flock(self.fd, fcntl.LOCK_UN)  # first; also for the copies forked workers hold
         fd, self.fd = self.fd, None
-        if fd is None: return
-        try: fcntl.flock(fd, fcntl.LOCK_UN)  # also for the copies forked worker processes hold
-        finally: os.close(fd)
+        os.close(fd)
 
     def __enter__(self): return self.acquire()
     def __exit__(self, *exc): self.release()
@@ -174,13 +203,52 @@ def _why_unreadable(path:Path, e:Exception)->str:
         return f'it is truncated or corrupted ({size:,} bytes; torch says: {torch_says})'
     return f'it is not a file written by torch.save (it starts with {head!r})'
 
-def regular_file(path:Path|str)->Path:
-    "`path`, after checking it is an existing regular file (not a folder, FIFO or device)."
+_KINDS = {stat.S_IFDIR: 'a folder', stat.S_IFIFO: 'a FIFO (a pipe)', stat.S_IFCHR: 'a device',
+          stat.S_IFBLK: 'a device', stat.S_IFSOCK: 'a socket'}
+_STAT_WHY = {errno.ELOOP: 'its symbolic links form a loop', errno.EACCES: 'permission denied',
+             errno.EPERM: 'permission denied', errno.ENOTDIR: 'a part of its path is not a folder',
+             errno.ENAMETOOLONG: 'its name is too long'}
+
+def file_status(path:Path|str, # the file
+                what:str='file', # what it would be used as, in the error: 'checkpoint', 'log'
+                err:type=ValueError, # the error to raise
+               )->os.stat_result|None:
+    """`os.stat(path)` if `path` is a regular file, `None` if nothing is there; else `err` saying
+    why: a folder, FIFO or device, a symbolic link to nowhere or in a loop, no permission."""
     path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f'no checkpoint at {path}')
-    if path.is_dir(): raise CheckpointError(f'{path} is a folder, not a checkpoint file')
-    if not path.is_file(): raise CheckpointError(f'{path} is not a regular file')
+    try: st = os.stat(path)
+    except FileNotFoundError:
+        if not os.path.islink(path): return None
+        raise err(f'{path} is a symbolic link to {os.readlink(path)}, which does not exist: it '
+                  f'cannot be used as a {what}') from None
+    except OSError as e:
+        why = _STAT_WHY.get(e.errno, e.strerror or str(e))
+        raise err(f'{path} cannot be used as a {what}: {why} ({e.strerror or e})') from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(st.st_mode), 'something else')
+        raise err(f'{path} is {kind}, not a regular file: it cannot be used as a {what}')
+    return st
+
+def regular_file(path:Path|str)->Path:
+    "`path`, after checking it is an existing regular file (no folder, FIFO, device or bad link)."
+    path = Path(path)
+    if file_status(path, 'checkpoint', CheckpointError) is None:
+        raise FileNotFoundError(f'no checkpoint at {path}')
     return path
+
+def open_log(path:Path|str, # a log file to append to; created if missing
+            )->int:
+    """A descriptor that reads and appends to the regular file `path`, opened without blocking; a
+    FIFO, device or bad link is refused, naming it."""
+    path = Path(path)
+    file_status(path, 'log')
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | getattr(os, 'O_NONBLOCK', 0)
+    try: fd = os.open(path, flags, 0o666)
+    except OSError as e: raise disk_error(e, path) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced since `file_status` looked at it
+        os.close(fd)
+        raise ValueError(f'{path} is not a regular file: it cannot be used as a log')
+    return fd
 
 # %% ../nbs/04b_files.ipynb #b0d98683
 def _refused(path:Path, e:Exception, head:bytes):

@@ -10,9 +10,9 @@ import torch
 from fastcore.basics import patch
 from torch import Tensor, nn
 from .data import prep_inputs
-from .events import Callback
+from .events import Callback, note
 from .learner import Learner
-from .core_cbs import MetricsCB, is_metric_obj, named_metrics, to_device
+from .core_cbs import MetricsCB, is_metric_obj, metric_values, named_metrics, to_device
 
 # %% auto #0
 __all__ = ['Gather']
@@ -143,7 +143,7 @@ def predict_one(self:Learner, x, # one item without its batch dimension: a tenso
                 prep:bool|None=None, # the training loader's preprocessing; `None`: if `uint8` (raw)
                ): # the model's output for it, on the CPU
     """The model's output for a single item, prepared as the loader prepared the training data; or
-    its class."""
+    its class. A custom `split` gets the item alone (batched, no label) and must set `yb = None`."""
     xb, f = _batch1(x), _prep(self)
     if prep and (f is None or not isinstance(xb, Tensor)):
         raise ValueError('prep=True needs a tensor item and a loader with `prep` '
@@ -153,8 +153,11 @@ def predict_one(self:Learner, x, # one item without its batch dimension: a tenso
     g = Gather(device=self.device)
     own = any('split' in c.pieces and c.in_preds for c in self.cbs)
     split = own or type(self).split is not Learner.split
-    # a custom split gets the item itself
-    self.run_pass([xb if split else (xb, None)], _pass_cbs(self, g))
+    try: self.run_pass([xb if split else (xb, None)], _pass_cbs(self, g))
+    except (KeyError, IndexError, TypeError) as e:  # a split that expected a label, most likely
+        if split: note(e, 'predict_one gives a custom split the item alone, batched, without a '
+                          'label: its split must set yb = None when there is none')
+        raise
     out = g.result()[0][0]
     if not decoded: return out
     probs = out.float().softmax(-1)
@@ -167,13 +170,13 @@ def _metrics(learn:Learner)->list:
     mcb = next((c for c in learn.cbs if isinstance(c, MetricsCB)), None)
     return list(mcb.metrics) if mcb is not None and mcb.metrics else list(learn.metrics)
 
-def _score(m, preds:Tensor, targs:Tensor)->float:
-    if not is_metric_obj(m): return float(m(preds, targs))
+def _score(m, preds:Tensor, targs:Tensor):
+    if not is_metric_obj(m): return m(preds, targs)
     m = copy.deepcopy(m)
     if hasattr(m, 'to'): m = m.to('cpu')
     m.reset()
     m.update(preds, targs)
-    return float(m.compute())
+    return m.compute()
 
 @patch
 def validate(self:Learner, dl=None, # batches `(x, y)`; `None`: `dls.valid`
@@ -185,5 +188,5 @@ def validate(self:Learner, dl=None, # batches `(x, y)`; `None`: `dls.valid`
     self.run_pass(dl, g)
     preds, targs = g.result()
     res = {'loss': float(g.total / g.n)}
-    for n, m in named_metrics(_metrics(self)): res[n] = _score(m, preds, targs)
+    for n, m in named_metrics(_metrics(self)): res |= metric_values(n, _score(m, preds, targs))
     return res

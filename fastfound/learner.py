@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_learner.ipynb #282e909a
 from __future__ import annotations
-import math, numbers
+import inspect, math, numbers
 from contextlib import contextmanager
 from pathlib import Path
 import torch
@@ -56,10 +56,22 @@ def _events(cbs, active)->dict:
     return {e: tuple(f for c in (cbs if e in _OUTER else active) if (f := c.own(e)) is not None)
             for e in EVENTS}
 
-def _leave(e:BaseException, event:str, fns):
-    "Run the cleanups `fns` of a stage that `e` is leaving; what they raise is noted on `e`."
-    try: run_all(event, fns)
-    except BaseException as c: note(e, f'while leaving, {event} raised {type(c).__name__}: {c}')
+def _in_fit(learn)->bool:
+    "Whether `learn.fit` runs further up the stack: a callback, or a hook, calling `fit`."
+    f = inspect.currentframe().f_back.f_back
+    while f is not None:
+        if f.f_code is Learner.fit.__code__ and f.f_locals.get('self') is learn: return True
+        f = f.f_back
+    return False
+
+def _bad_loss(loss):
+    "Raise the error for a loss that is not a scalar tensor."
+    if not isinstance(loss, Tensor):
+        raise TypeError(f'the loss must be a scalar tensor, got a {type(loss).__name__} '
+                        f'({loss!r}): compute it from the predictions with torch, so that it has '
+                        'a gradient')
+    raise ValueError(f'the loss must be a scalar, got shape {tuple(loss.shape)}: use a loss_func '
+                     'that reduces (e.g. reduction="mean")')
 
 _BATCH = ('before_batch', *STEP_EVENTS, 'after_batch', 'cleanup_batch')
 
@@ -89,6 +101,16 @@ def lr_mults(opt)->list:
         for pg in pgs: pg.setdefault('lr_mult', pg['lr'] / top if top else 1.)
     return [pg['lr_mult'] for pg in pgs]
 
+def _fit_kwargs(kw:dict):
+    "Refuse `fit`'s unknown keyword arguments, saying what to do instead of miniai's."
+    if tv := sorted(set(kw) & {'train', 'valid'}):
+        raise TypeError(f'fit() takes no {"/".join(tv)}= (miniai\'s fit(n, train, valid)): '
+                        'fit trains and then validates on dls.valid each '
+                        'epoch; to validate only use learn.validate(); to train without validating '
+                        'give the DataLoaders valid=None')
+    raise TypeError(f'fit() got unexpected keyword arguments {sorted(kw)}; it takes n_epochs, lr, '
+                    'cbs and resume')
+
 # %% ../nbs/06_learner.ipynb #9168f503
 class Learner:
     """Train `model` on `dls` with `loss_func` and an optimizer from `opt_func`; callbacks act at
@@ -111,12 +133,13 @@ class Learner:
             raise TypeError(f'opt_func must build an optimizer, got {opt_func!r}; '
                             'give the learning rate as lr=')
         store_attr('model,dls,loss_func,opt_func,lr,splitter')
-        self.metrics, self.opt, self.cbs = list(listify(metrics)), None, []
+        self.metrics, self.opt, self.cbs = metric_list(metrics), None, []
         self.start_epoch = self.n_epochs = self.epoch = self.iter = 0
         self.training, self.dl, self.n_iter, self.epoch_stats = False, None, None, {}
         # set it (`learn.stop_training = True`) to stop after the current epoch
         self.stop_training = False
         self.batch = self.xb = self.yb = self.preds = self.loss = None
+        self.running = False # a fit or a pass over data is under way
         cbs = [c() if isinstance(c, type) else c for c in listify(cbs)]
         if default_cbs:
             # the module's function: the flag `default_cbs` hides its name here
@@ -136,12 +159,9 @@ class Learner:
             if isinstance(cb, type): cb = cb()
             if not isinstance(cb, Callback): raise TypeError(f'{cb!r} is not a Callback')
             if any(c is cb for c in self.cbs): continue
-            if cb.learn is not None and cb.learn is not self:
-                raise ValueError(f'{cb!r} already belongs to another Learner: give each Learner '
-                                 'its own instance, or remove it from the other one first '
-                                 '(remove_cbs)')
             cb.check_pieces()
-            cb.learn = self
+            cb.check_events()
+            self._claim(cb)
             self.cbs.append(cb)
             if cb.name not in self.__dict__ and not hasattr(type(self), cb.name):
                 setattr(self, cb.name, cb)
@@ -152,8 +172,18 @@ class Learner:
         for cb in cbs:
             self.cbs = [c for c in self.cbs if c is not cb]
             if self.__dict__.get(cb.name) is cb: delattr(self, cb.name)
-            cb.learn = None
+            if cb.learn is self: cb.learn = None
         return self
+
+    def _claim(self, cb:Callback):
+        """Make `cb` work for this learner. A callback serves one learner after another (miniai's
+        one `cbs` list for several), but one at a time: not while another is running."""
+        other = cb.learn
+        if other is not None and other is not self and other.running:
+            raise ValueError(f'{cb!r} is in use by another Learner, which is running now (this one '
+                             'fits or predicts inside its fit): a callback serves one Learner at a '
+                             'time; give this one its own instance')
+        cb.learn = self
 
     @contextmanager
     @uninterrupted
@@ -202,7 +232,8 @@ class Learner:
         self.loss.backward()
 
     def step(self):
-        "One optimizer step."
+        """One optimizer step. A `step` that replaces this one returns `False` when the optimizer
+        did not step (then no `after_step`)."""
         self.opt.step()
 
     def zero_grad(self):
@@ -255,16 +286,23 @@ class Learner:
 
     # --- fit
     def fit(self, n_epochs:int, # how many epochs in all (also when resuming)
-            lr:float|slice|None=None, # a new learning rate, set on the optimizer too (`set_lr`)
+            lr:float|slice|None=None, # a new learning rate, set on the optimizer (after `resume`'s)
             cbs=None, # callbacks for this fit only
             resume:Path|str|bool|None=None, # a training checkpoint; `True`: `Checkpoint`'s
+            **kwargs, # none: here to say what to do instead of miniai's `train=`, `valid=`
            ):
         "Train for `n_epochs`, continuing from the checkpoint `resume` when one is given."
+        if kwargs: _fit_kwargs(kwargs)
         if isinstance(n_epochs, bool) or not isinstance(n_epochs, numbers.Integral) or n_epochs < 1:
             raise ValueError(f'fit needs a whole number of epochs >= 1, got {n_epochs!r}')
+        if _in_fit(self):
+            raise RuntimeError('fit was called while this learner is fitting (from a callback?): a '
+                               'fit cannot run inside another. To train more, call fit again once '
+                               'this one returns; to stop this one, set learn.stop_training = True '
+                               'or raise CancelFitException; for a side task, use another Learner')
         if lr is not None: _check_lr(lr)
         self._check_loaders()
-        cbs = listify(cbs) + ([] if resume is None or resume is False else [Resume(resume)])
+        cbs = listify(cbs) + ([] if resume is None or resume is False else [Resume(resume, lr)])
         with self.added_cbs(cbs):
             self._resolve()
             if lr is not None: self.lr = lr
@@ -276,7 +314,10 @@ class Learner:
                 raise ValueError('without an optimizer (opt_func=None) a callback or subclass must '
                                  'replace step and zero_grad')
             self.n_epochs, self.stop_training = n_epochs, False
-            self._stage('fit', self._do_fit, CancelFitException, self._ev[True])
+            for c in self.cbs: self._claim(c)  # those another learner used since
+            self.running = True
+            try: self._stage('fit', self._do_fit, CancelFitException, self._ev[True])
+            finally: self.running = False
 
     # --- the stages
     def _stage(self, name:str, body, cancel:type, ev:dict):
@@ -284,9 +325,9 @@ class Learner:
             run_event('before_' + name, ev['before_' + name])
             body()
             run_event('after_' + name, ev['after_' + name])
-        except cancel: pass
-        except BaseException as e:
-            _leave(e, 'cleanup_' + name, ev['cleanup_' + name])
+        except BaseException as e:  # a cancel, an error or a Ctrl-C: the cleanups, then it goes on
+            run_all('cleanup_' + name, ev['cleanup_' + name], leaving=e)
+            if isinstance(e, cancel): return
             raise
         run_all('cleanup_' + name, ev['cleanup_' + name])
 
@@ -323,25 +364,21 @@ class Learner:
                 predict()
                 if a_pred: run_event('after_pred', a_pred)
                 get_loss()
-                if self.loss.ndim:
-                    raise ValueError('the loss must be a scalar, got shape '
-                                     f'{tuple(self.loss.shape)}: use a loss_func that reduces '
-                                     '(e.g. reduction="mean")')
+                if not isinstance(self.loss, Tensor) or self.loss.ndim: _bad_loss(self.loss)
                 if a_loss: run_event('after_loss', a_loss)
                 if training:
                     backward()
                     if a_back: run_event('after_backward', a_back)
-                    step()
-                    if a_step: run_event('after_step', a_step)
+                    # a replaced `step` returns False when the optimizer did not step (GradAccum)
+                    if step() is not False and a_step: run_event('after_step', a_step)
                     zero_grad()
                 if after: run_event('after_batch', after)
-            except CancelBatchException:
-                if training: zero_grad()
-            # an error or Ctrl-C: leave no half batch's gradients for the next fit
+            # a cancel, an error or a Ctrl-C: leave no half batch's gradients for the next fit
             except BaseException as e:
-                _leave(e, 'cleanup_batch', ((zero_grad,) if training else ()) + cleanup)
-                raise
-            if cleanup: run_all('cleanup_batch', cleanup)
+                run_all('cleanup_batch', ((zero_grad,) if training else ()) + cleanup, leaving=e)
+                if not isinstance(e, CancelBatchException): raise
+            else:
+                if cleanup: run_all('cleanup_batch', cleanup)
         if self.iter < 0:
             raise ValueError(f'dls.{"train" if training else "valid"} yielded no batches')
 
@@ -396,7 +433,9 @@ class Learner:
         cbs = [c() if isinstance(c, type) else c for c in listify(cbs)]
         with self.isolated(), torch.no_grad():
             self.cbs = [c for c in self.cbs if c.in_preds]
+            for c in self.cbs: self._claim(c)
             self.add_cbs(*cbs)
+            self.running = True  # `isolated` puts it back
             self._resolve()
             self.training, self.dl, self.n_iter = False, dl, n_batches(dl)
             if hasattr(self.model, 'train'): self.model.train(False)
@@ -442,9 +481,11 @@ class Learner:
                 if self.opt is None: self.create_opt()
                 load_opt_state(self.opt, d['opt'], d['opt_type'], path)  # checks all, then changes
             load_model_state(self.model, d['model'], path)
-        except BaseException:
+        except BaseException as e:
             self.opt = opt
             snap.restore()
+            if with_opt and isinstance(e, CheckpointError) and 'optimizer' in str(e):
+                note(e, f'to load the weights alone: learn.load({str(path)!r}, with_opt=False)')
             raise
         return self
 

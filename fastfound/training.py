@@ -4,14 +4,17 @@
 
 # %% ../nbs/11b_training.ipynb #d8007c77
 from __future__ import annotations
+import functools, time, warnings
 import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from .data import default_device
 from .events import Callback, CancelBatchException, CancelFitException
+from .interrupts import uninterrupted
 
 # %% auto #0
-__all__ = ['NonFiniteError', 'NaNGuard', 'GradClip', 'GradAccum', 'MixedPrecision', 'CompileCB', 'SingleBatchCB', 'LRSchedulerCB']
+__all__ = ['NonFiniteError', 'NaNGuard', 'GradClip', 'GradAccum', 'native_bf16', 'fast_bf16', 'bf16_cost', 'MixedPrecision',
+           'CompileCB', 'SingleBatchCB', 'LRSchedulerCB']
 
 # %% ../nbs/11b_training.ipynb #0ab9a332
 class NonFiniteError(FloatingPointError):
@@ -121,9 +124,11 @@ class GradAccum(Callback):
             self.bs = bs
         self._pending = True  # from here on, this batch's gradients may be in the sum
 
-    def step(self):
+    def step(self)->bool: # whether the optimizer stepped: `after_step` runs only then
         self._pending, self.count, self.items = False, self.count + 1, self.items + self.bs
-        if self.count == self.n: self._flush()
+        if self.count < self.n and self.learn.iter + 1 != self.learn.n_iter: return False
+        self._flush()  # a full group, or the epoch's last batch
+        return True
     def _flush(self):
         if self.items != self.bs: self._scale(self.bs / self.items)
         self.opt.step()
@@ -134,11 +139,51 @@ class GradAccum(Callback):
         if self._pending: self._reset()
         if not self.count: self.opt.zero_grad()
 
-    def after_train(self):
+    def after_train(self):  # a loader without a length: the last group
         if self.count: self._flush()
     def cleanup_train(self):
         self._reset()
         self.opt.zero_grad()
+
+# %% ../nbs/11b_training.ipynb #8abab0c2
+def native_bf16()->bool:
+    "Whether this CPU has bfloat16 instructions (avx512_bf16 or AMX), by torch's own probes."
+    probes = ('_is_avx512_bf16_supported', '_is_amx_tile_supported')  # torch.cpu has no public ones
+    return any(getattr(torch.cpu, p, lambda: False)() for p in probes)
+
+def fast_bf16(device)->bool:
+    "Whether bfloat16 runs natively on `device`: on CUDA, or on a CPU with bfloat16 instructions."
+    t = torch.device(device).type
+    return t == 'cuda' or (t == 'cpu' and native_bf16())
+
+def _best(f, n:int=5)->float:
+    ts = []
+    for _ in range(n + 1):  # the first call warms up
+        t0 = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t0)
+    return min(ts[1:])
+
+@functools.cache
+def bf16_cost(n:int=128)->float:
+    """How many times as long an `n`x`n` matmul takes in bfloat16 as in float32 on this CPU, best of
+    5 each; measured once per process."""
+    a = torch.randn(n, n, generator=torch.Generator().manual_seed(0))
+    b = a.bfloat16()
+    return _best(lambda: b @ b) / _best(lambda: a @ a)
+
+def _emulated_bf16(what:str):
+    "Warn that bfloat16 is emulated on this CPU, with its measured cost."
+    warnings.warn(f'{what}: this CPU has no bfloat16 instructions, so bfloat16 is emulated: a '
+                  f'matmul took {bf16_cost():.0f} times as long as in float32 here', stacklevel=3)
+
+def _auto_dtype(t:str)->torch.dtype:
+    "`MixedPrecision()`'s dtype on a device of type `t`; float32 (autocast off) says why."
+    if t != 'cpu': return torch.float16
+    if fast_bf16(t): return torch.bfloat16
+    warnings.warn('MixedPrecision(): this CPU has no bfloat16 instructions, so it trains in '
+                  'float32; MixedPrecision(torch.bfloat16) forces bfloat16', stacklevel=3)
+    return torch.float32
 
 # %% ../nbs/11b_training.ipynb #67386516
 class _Probe:
@@ -152,17 +197,17 @@ class MixedPrecision(_OptHooks):
     overflowing steps."""
     order, run_valid, run_preds = -5, True, True
     replaces = ('backward',)
-    def __init__(self, dtype:torch.dtype|None=None, # `None`: bfloat16 on the CPU, float16 on CUDA
+    # `None`: float16 on CUDA; bfloat16 on a CPU with bfloat16 instructions, else float32 (off)
+    def __init__(self, dtype:torch.dtype|None=None,
                  device=None, # where the model trains; `None`: `default_device()`, as `DeviceCB`
                  **scaler_kwargs, # for `torch.amp.GradScaler` (float16 only), e.g. `init_scale`
                 ):
-        self.device_type = torch.device(device if device is not None else default_device()).type
-        if dtype is None: dtype = torch.bfloat16 if self.device_type == 'cpu' else torch.float16
-        self.dtype = dtype
-        if self.dtype not in (torch.float16, torch.bfloat16):
-            raise ValueError('MixedPrecision needs torch.float16 or torch.bfloat16, got '
-                             f'{self.dtype}')
-        self.autocast = torch.autocast(self.device_type, dtype=self.dtype)
+        self.device_type = t = torch.device(device if device is not None else default_device()).type
+        if dtype not in (None, torch.float16, torch.bfloat16):
+            raise ValueError(f'MixedPrecision needs torch.float16 or torch.bfloat16, got {dtype}')
+        if dtype == torch.bfloat16 and not fast_bf16(t): _emulated_bf16('MixedPrecision(bfloat16)')
+        self.dtype = dtype = _auto_dtype(t) if dtype is None else dtype
+        self.autocast = torch.autocast(t, dtype=dtype, enabled=dtype != torch.float32)
         self.scaler = torch.amp.GradScaler(self.device_type, enabled=self.dtype == torch.float16,
                                            **scaler_kwargs)
         self.skipped = self.steps = self._skipped = 0
@@ -180,9 +225,11 @@ class MixedPrecision(_OptHooks):
         return [opt.register_step_pre_hook(self._unscale),
                 opt.register_step_post_hook(self._update)]
 
+    @uninterrupted  # a Ctrl-C waits until autocast is on and `_on` says so
     def before_batch(self):
         self.autocast.__enter__()
         self._on = True
+    @uninterrupted
     def _leave(self):
         self.autocast.__exit__(None, None, None)
         self._on = False

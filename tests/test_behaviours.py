@@ -259,11 +259,31 @@ def test_recorder_records_hyper_parameters():
 
 
 # bugs the miniai port found
-def test_callback_in_two_learners_is_an_error():
-    from fastfound.learner import Recorder
-    r = Recorder()
-    learner(cbs=[r, ProgressCB(bars=False)])
-    with pytest.raises(ValueError, match='already belongs to another Learner'): learner(cbs=[r])
+def test_one_cbs_list_serves_one_learner_after_another():
+    "miniai's habit: one `cbs` list for several Learners, each fitting in turn; each fit claims the callbacks back."
+    from fastfound.learner import DeviceCB, MetricsCB, Recorder, accuracy
+    cbs = [DeviceCB('cpu'), MetricsCB(accuracy), Recorder(), ProgressCB(bars=False)]
+    a = learner(cbs=cbs, default_cbs=False)
+    b = learner(nn.Linear(3, 2), cbs=cbs, default_cbs=False)
+    b.fit(1)
+    assert all(c.learn is b for c in cbs) and len(b.recorder.losses) == 3
+    a.fit(2)  # the first learner takes them back for its fit
+    assert all(c.learn is a for c in cbs) and len(a.recorder.losses) == 6 and a.recorder is b.recorder
+    assert 'valid_accuracy' in a.epoch_stats
+
+
+def test_a_callback_in_use_by_a_running_learner_is_refused():
+    "Two Learners at the same time (one fitting inside the other's fit) cannot share a callback."
+    from fastfound.learner import Callback, Recorder
+    r, seen = Recorder(), {}
+    class Inner(Callback):
+        def after_epoch(self):
+            with pytest.raises(ValueError, match='in use by another Learner, which is running now') as e:
+                learner(cbs=[r, ProgressCB(bars=False)])
+            seen['msg'] = str(e.value)
+    outer = learner(cbs=[r, ProgressCB(bars=False), Inner()])
+    outer.fit(1)
+    assert 'give this one its own instance' in seen['msg'] and r.learn is outer
 
 
 def test_lr_in_opt_func_position():
@@ -334,3 +354,42 @@ def test_checkpoint_without_validation_fails_at_fit_start(tmp_path):
     Learner(nn.Linear(3, 2), DataLoaders(xs, None), cbs=[Checkpoint(tmp_path, monitor='train_loss'),
                                                        ProgressCB(bars=False)]).fit(1)
     assert (tmp_path/'best.pt').exists()
+
+
+# defect 7: errors that name the fix
+def test_metrics_cb_takes_named_metrics_as_miniai_does_and_names_what_it_refuses():
+    from fastfound.learner import MetricsCB, accuracy
+    learn = learner(cbs=[MetricsCB(acc=accuracy), ProgressCB(bars=False)])
+    learn.fit(1)
+    assert 'valid_acc' in learn.epoch_stats
+    with pytest.raises(TypeError, match="MetricsCB got \\['train_metric'\\], which are not metrics"):
+        MetricsCB(accuracy, train_metric=False)
+
+
+def test_fit_train_false_says_what_to_do():
+    with pytest.raises(TypeError, match='to validate only use learn.validate'): learner().fit(1, train=False)
+    with pytest.raises(TypeError, match="it takes n_epochs, lr, cbs and resume"): learner().fit(1, epochs=2)
+
+
+def test_a_callback_method_that_takes_learn_is_refused_when_added():
+    from fastfound.learner import Callback
+    class MiniaiStyle(Callback):
+        def after_batch(self, learn): pass
+    with pytest.raises(TypeError, match=r'MiniaiStyle.after_batch\(self, learn\).*write def after_batch\(self\)'):
+        learner(cbs=MiniaiStyle())
+    class Fine(Callback):
+        def after_batch(self, *args, extra=None): pass
+    learner(cbs=[Fine(), ProgressCB(bars=False)]).fit(1)
+
+
+def test_loading_weights_of_another_optimizer_names_with_opt_false(tmp_path):
+    from fastfound.files import CheckpointError
+    a = learner()
+    a.fit(1)
+    a.save(tmp_path/'w.pth')
+    b = learner(opt_func=torch.optim.Adam)
+    b.fit(1)
+    with pytest.raises(CheckpointError) as e: b.load(tmp_path/'w.pth')
+    assert 'with_opt=False' in ' '.join([str(e.value), *getattr(e.value, '__notes__', [])])
+    b.load(tmp_path/'w.pth', with_opt=False)
+    assert torch.equal(b.model.weight, a.model.weight)

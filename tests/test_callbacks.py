@@ -141,7 +141,7 @@ def test_csv_appends_and_survives_a_crash(tmp_path):
     learn.fit(1)                                                 # a later fit appends under the same header
     rows = list(csv.DictReader(fn.open()))
     assert [r['epoch'] for r in rows] == ['0', '1', '0'] and fn.read_text().count('epoch') == 1
-    assert learn.csv_logger._f.closed
+    assert learn.csv_logger._fd is None
 
 
 def test_csv_refuses_other_columns(tmp_path):

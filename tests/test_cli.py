@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest, torch
 
 from fastfound.checkpoint import load_learner
-from fastfound.cli import describe, main, native_bf16, parser, precision, recipe, reuse_memory
+from fastfound.cli import describe, main, parser, precision, recipe, reuse_memory
+from fastfound.training import native_bf16
 from fastfound.data import FMNIST_FILES, SAMPLE_PATH
 from fastfound.models import CNN_WIDTH, cnn, mlp
 
@@ -215,3 +216,16 @@ def test_importing_sets_no_environment():
     assert subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env).stdout.strip() == 'None'
     make = (Path(__file__).resolve().parent.parent/'Makefile').read_text()
     assert 'OMP_WAIT_POLICY=PASSIVE $(BIN)/fastfound fit' in make
+
+
+def test_ema_option():
+    "--ema DECAY adds EMA to the recipe; 0 (the default) leaves it out; a decay of 1 or more is refused."
+    a = _args('--device', 'cpu', '--ema', '0.999')
+    a.device = torch.device('cpu')
+    r = recipe(a)
+    assert r['ema'] == 0.999 and describe(r).endswith('EMA 0.999; AdamW, one cycle')
+    a = _args('--device', 'cpu')
+    a.device = torch.device('cpu')
+    assert recipe(a)['ema'] == 0 and 'EMA' not in describe(recipe(a))
+    with pytest.raises(SystemExit) as e: _args('--ema', '1')
+    assert e.value.code == 2

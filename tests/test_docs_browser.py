@@ -100,6 +100,15 @@ _INFO = """() => ({
   nav: [...document.querySelectorAll('.md-nav--primary a.md-nav__link[href]')].map(a => a.href),
   imgs: [...document.images].map(i => ({src: i.currentSrc || i.src, ok: i.complete && i.naturalWidth > 0,
                                          w: i.naturalWidth, h: i.naturalHeight})),
+  bare: (() => {  // the article's text outside code and typeset maths: where raw TeX must not be
+    const a = document.querySelector('article');
+    if (!a) return '';
+    const c = a.cloneNode(true);
+    c.querySelectorAll('pre, code, .katex, script, style').forEach(e => e.remove());
+    return c.textContent;
+  })(),
+  outputs: [...document.querySelectorAll('.nb-output')].map(e => e.innerText),
+  downloads: [...document.querySelectorAll('article a[download]')].map(a => a.href),
 })"""
 
 @pytest.fixture(scope='module')
@@ -136,9 +145,12 @@ def test_every_notebook_is_a_page_titled_by_its_h1(pages, server):
         assert url in pages, f'{fn.name} has no page at {url}'
         title = hooks.title_of(read_nb(fn), fn.stem)
         assert pages[url]['h1'].strip() == title, f'{fn.name}: page title {pages[url]["h1"]!r}, H1 {title!r}'
-    chapters = [_url(server, fn) for fn in NBS if fn.stem != 'index']
-    nav = [u for u in pages[server]['nav'] if u in chapters]
-    assert list(dict.fromkeys(nav)) == chapters, 'the nav does not follow the notebooks\' order'
+    nbs = [_url(server, fn) for fn in NBS if fn.stem != 'index']
+    nav = list(dict.fromkeys(u for u in pages[server]['nav'] if u in nbs))
+    assert set(nav) == set(nbs), f'notebook pages missing from the sidebar: {sorted(set(nbs) - set(nav))}'
+    for k in ('chapter', 'machinery'):  # within a group, the notebooks' order
+        group = [_url(server, fn) for fn in NBS if hooks.kind(fn) == k]
+        assert [u for u in nav if u in group] == group, f'the sidebar\'s {k} pages are not in the notebooks\' order'
 
 def test_no_directive_text(pages):
     for url, p in pages.items():
@@ -261,7 +273,7 @@ def test_maths_is_rendered(browser, server, pages, stem):
     raw = re.findall(r'.{0,30}(?:\\\(|\\\[|\$\$).{0,30}', r['text'])
     assert not raw, f'{stem}: raw maths delimiters outside code: {raw[:3]}'
 
-_OVERFLOW = """() => [...document.querySelectorAll('article pre')].flatMap(p => {
+_OVERFLOW = """() => [...document.querySelectorAll('article pre')].filter(p => !p.closest('.nb-cols')).flatMap(p => {
   const c = p.querySelector('code') || p;
   const over = Math.max(p.scrollWidth - p.clientWidth, c.scrollWidth - c.clientWidth);
   if (over <= 1) return [];
@@ -307,7 +319,7 @@ def test_outputs_wrap(browser, server, pages):
     for url in [u for u, p in pages.items() if 'class="nb-output"' in p['html']]:
         pg.goto(url, wait_until='load')
         ws = pg.evaluate("[...document.querySelectorAll('.nb-output pre > code')]"
-                         ".map(c => getComputedStyle(c).whiteSpace)")
+                         ".filter(c => !c.closest('.nb-cols')).map(c => getComputedStyle(c).whiteSpace)")
         seen += len(ws)
         bad += [f'{url}: {w}' for w in sorted(set(ws) - {'pre-wrap'})]
     pg.close()
@@ -449,3 +461,129 @@ def test_reference_links_to_python_docs(pages, server):
     hrefs = {h for u, p in pages.items() if '/api/' in u for h in p['links']}
     assert any(h.startswith('https://docs.python.org/') and h.endswith('#pathlib.Path') for h in hrefs), \
         'no reference page links pathlib.Path to Python\'s docs'
+
+
+# --- what a reader must never meet: raw TeX, machine paths, tables torn apart on a phone -------------------------
+
+_re_tex = re.compile(r'\\[A-Za-z]{2,}|\\\(|\\\[|\$\$')
+
+def test_no_raw_tex_on_any_page(pages):
+    """No page shows TeX as text outside code: not a delimiter (`\\(`, `\\[`, `$$`), nor a command (`\\frac`)
+    whose delimiters markdown ate (a `\\[` inside a paragraph reaches the browser as `[ \\frac...`)."""
+    bad = [f'{url}: ...{p["bare"][max(0, m.start() - 40):m.end() + 40]!r}...' for url, p in pages.items()
+           for m in list(_re_tex.finditer(p['bare']))[:1]]
+    assert not bad, 'raw TeX in the text of these pages:\n' + '\n'.join(bad)
+
+_re_machine = re.compile(r'/work/|/root/|/home/|/tmp/|site-packages|dist-packages|\.venv\b|/usr/lib/python')
+
+def test_no_machine_path_in_outputs(pages):
+    "No output a page shows names a path of the machine that built it (a warning's file, a temporary folder)."
+    bad = [f'{url}: {m.group(0)!r} in ...{o[max(0, m.start() - 60):m.end() + 40]!r}...'
+           for url, p in pages.items() for o in p['outputs'] for m in list(_re_machine.finditer(o))[:1]]
+    assert not bad, 'machine paths in outputs:\n' + '\n'.join(bad)
+
+_TABLES = """() => [...document.querySelectorAll('.nb-output pre > code')].flatMap(c => {
+  const lines = c.innerText.replace(/\\n$/, '').split('\\n');
+  const cols = lines.map(l => /\\S {2,}\\S/.test(l));
+  if (!cols.some((x, i) => x && cols[i + 1])) return [];  // no two aligned lines in a row: not a table
+  const cs = getComputedStyle(c), pre = c.parentElement;
+  const lh = parseFloat(cs.lineHeight) || 1.4 * parseFloat(cs.fontSize);
+  const pad = parseFloat(cs.paddingTop) + parseFloat(cs.paddingBottom);
+  const wrapped = (c.clientHeight - pad) > lines.length * lh * 1.25;
+  const scrolls = ['auto', 'scroll'].includes(cs.overflowX) || ['auto', 'scroll'].includes(getComputedStyle(pre).overflowX);
+  return [{first: lines.find((l, i) => cols[i]), ws: cs.whiteSpace, wrapped, scrolls,
+           inside: pre.getBoundingClientRect().right <= document.documentElement.clientWidth + 1}];
+})"""
+
+def test_printed_tables_on_a_phone(browser, server, pages):
+    """At 390 px, a printed table (columns aligned with spaces: the per-epoch table, the init results) keeps its
+    lines: it does not wrap into misaligned rows, it scrolls sideways in its own box, inside the page."""
+    pg = _page(browser, 390, 844)
+    seen, bad = 0, []
+    for url in [u for u, p in pages.items() if 'class="nb-output"' in p['html']]:
+        pg.goto(url, wait_until='load')
+        for t in pg.evaluate(_TABLES):
+            seen += 1
+            if t['wrapped'] or not t['scrolls'] or not t['inside']:
+                bad.append(f'{url}: {t["first"][:50]!r} (white-space {t["ws"]}, wrapped {t["wrapped"]}, '
+                           f'scrolls {t["scrolls"]}, inside the page {t["inside"]})')
+    url = _chapter(server, r'^0*6_learner|learner$')
+    pg.goto(url, wait_until='load')
+    if pg.locator('.nb-cols').count():
+        pg.locator('.nb-cols').first.scroll_into_view_if_needed()
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        pg.screenshot(path=str(SHOTS/'phone-table.png'))
+    pg.close()
+    assert seen > 5, f'only {seen} printed tables found: the check proves little'
+    assert not bad, 'printed tables torn apart at 390 px:\n' + '\n'.join(bad[:10])
+
+# --- the reader's path: the study guide, the research map, the notebooks to download, search -------------------
+
+def test_reader_path(pages, server):
+    "Home and Start here link the study guide and the Further research map; the sidebar keeps machinery apart."
+    start = _url(server, next(fn for fn in NBS if hooks.kind(fn) == 'start'))
+    for url in (server, start):
+        for target in ('study_guide/', 'further_research/'):
+            assert any(h.split('#')[0] == server + target for h in pages[url]['links']), f'{url} has no link to {target}'
+    research = pages[server + 'further_research/']
+    linked = {h.split('#')[0] for h in research['links']}
+    for stem in ('autograd', 'linear_grads', 'conv', 'numpy'):
+        fn = next(fn for fn in NBS if fn.stem.endswith(stem))
+        assert _url(server, fn) in linked, f'Further research does not link {fn.name}'
+    nav = pages[server]['html'].split('md-nav--primary', 1)[-1]
+    i, j = (m.start() if (m := re.search(rf'>\s*{g}\s*<', nav)) else -1 for g in ('Chapters', 'Machinery'))
+    assert 0 < i < j, 'the sidebar has no "Chapters" group followed by a "Machinery" group'
+    for fn in NBS:
+        if hooks.kind(fn) == 'machinery':
+            k = nav.find(f'href="{hooks.page_uri(fn)[:-3]}/"')
+            assert k > j, f'{fn.name} is not in the Machinery group'
+
+def test_every_notebook_page_offers_its_notebook(pages, server, site):
+    "Every notebook page but the home page links its notebook, which the site ships, runnable as it is."
+    for fn in NBS:
+        if fn.stem == 'index': continue
+        url = _url(server, fn)
+        links = [h for h in pages[url]['downloads'] if h.endswith('/' + fn.name)]
+        assert links, f'{url} has no link to download {fn.name}'
+        f = site/urlsplit(links[0]).path.lstrip('/')
+        nb = json.loads(f.read_text(encoding='utf-8'))
+        src = json.loads(fn.read_text(encoding='utf-8'))
+        code = lambda n: [''.join(c['source']) for c in n['cells'] if c['cell_type'] == 'code']
+        assert nb['cells'] and not [c for c in code(nb) if 'nbdev_export(' in c], f'{f}: not a notebook to run'
+        assert [c for c in code(src) if 'nbdev_export(' not in c] == code(nb), f'{f} is not {fn.name}'
+
+# `Learner.fit` is the one exception to "first": Material's search matches each word also as a prefix, so the
+# entry `fit_one_cycle` (whose text says "fit" more often) ranks just above `fit`, on the same reference page.
+@pytest.mark.parametrize('query,anchor,within', [('lr_find', '.Learner.lr_find', 1),
+                                                 ('fit_one_cycle', '.Learner.fit_one_cycle', 1),
+                                                 ('Learner.fit', '.Learner.fit', 2)])
+def test_search_finds_the_entry_first(browser, server, query, anchor, within):
+    "Searching a method's name finds its reference entry first, not a page that mentions it or a source listing."
+    pg = browser.new_page()
+    pg.goto(server, wait_until='load')
+    box = pg.locator('input.md-search__input')
+    box.click(); box.press_sequentially(query, delay=30)
+    pg.wait_for_selector('.md-search-result__item', timeout=15_000)
+    pg.wait_for_timeout(500)
+    hits = pg.eval_on_selector_all('.md-search-result__item a', 'as => as.map(a => a.href)')
+    pg.close()
+    entries = [h for h in hits if '#' in h]
+    assert '/api/' in hits[0], f'searching {query!r}: the first result is {hits[0]}, not a reference page'
+    assert any(h.endswith(anchor) for h in entries[:within]), \
+        f'searching {query!r}: the entry is not among the first {within}: {entries[:3]}'
+
+def test_shots_for_people(browser, server, pages):
+    "Screenshots of the linear-gradients page's maths and of an exercise's failing answer, for people to look at."
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    pg = _page(browser, 1400, 1000)
+    pg.goto(_chapter(server, 'linear_grads'), wait_until='networkidle')
+    pg.locator('article .katex-display').first.scroll_into_view_if_needed()
+    pg.screenshot(path=str(SHOTS/'linear-grads.png'))
+    pg.goto(_chapter(server, 'exercises'), wait_until='networkidle')
+    failing = pg.locator('.nb-output', has_text='✗').first
+    failing.scroll_into_view_if_needed()
+    pg.screenshot(path=str(SHOTS/'exercise-failing.png'))
+    text = failing.inner_text()
+    pg.close()
+    assert '✗' in text and 'expected' in text, f'the exercises page shows no failing answer with its message: {text!r}'
+    for n in ('linear-grads', 'exercise-failing'): assert (SHOTS/f'{n}.png').stat().st_size > 10_000

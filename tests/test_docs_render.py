@@ -134,10 +134,14 @@ def test_site_nav_api_and_readme(tmp_path):
     nav = site.nav()
     assert nav[0] == {'Home': 'index.md'}
     assert nav[1] == {'Squares: a fixture': 'tutorial.md'}
-    assert nav[2] == {'Notebooks': [{'Squares: a fixture': 'early.md'}, {'Squares: a fixture': 'late.md'}]}
     sections = {k: v for d in nav for k, v in d.items()}
-    assert sections['API reference'][0] == {'Overview': 'api/index.md'}
-    assert {'Callbacks and events': hooks.CALLBACKS_URI} in sections['Guides'] and sections['Changelog'] == 'changelog.md'
+    assert list(sections)[2:] == ['For the reader', 'Chapters', 'Reference', 'Changelog']
+    assert sections['Chapters'] == [{'Squares: a fixture': 'early.md'}, {'Squares: a fixture': 'late.md'}]
+    assert {'Study guide': 'study_guide.md'} in sections['For the reader']
+    assert {'Further research': 'further_research.md'} in sections['For the reader']
+    ref = {k: v for d in sections['Reference'] for k, v in d.items()}
+    assert ref['API reference'][0] == {'Overview': 'api/index.md'} and sections['Changelog'] == 'changelog.md'
+    assert ref['Callbacks and events'] == hooks.CALLBACKS_URI
     assert '| `before_fit` |' in site.extra[hooks.CALLBACKS_URI]
     assert {m.uri for m in site.mods} | {'api/index.md'} == set(site.api)
     readme = site.readme('https://example.invalid/site/')
@@ -276,3 +280,40 @@ def test_python_inventory(tmp_path):
     inv = hooks.python_inventory(tmp_path)
     assert inv['url'].startswith('file:///') and inv['url'].endswith('/python3.11/html/objects.inv')
     assert inv['base_url'] == 'https://docs.python.org/3.11/'
+
+
+def test_machinery_and_exercises_have_their_own_groups(tmp_path):
+    "Pages of the library's machinery (files, state, ranks, ...) sit apart from the chapters; the exercises with the guides."
+    import shutil
+    for name in ('index', '00_alpha', '04b_files', '04c_state', '05c_core_cbs', '06_beta', '15_exercises'):
+        shutil.copy(FIX/'00_fixture.ipynb', tmp_path/f'{name}.ipynb')
+    nav = {k: v for d in hooks.Site(ROOT, tmp_path).nav() for k, v in d.items()}
+    assert [list(d.values())[0] for d in nav['Chapters']] == ['alpha.md', 'beta.md']
+    assert [list(d.values())[0] for d in nav['Machinery']] == ['files.md', 'state.md', 'core_cbs.md']
+    assert {'Squares: a fixture': 'exercises.md'} in nav['For the reader']
+
+def test_printed_tables_are_cut_from_prose():
+    txt = 'recipe: a long line of prose\nepoch  loss   acc\n0      1.25   0.5\n1      0.75   0.8\ndone in 3s'
+    assert hooks.table_runs(txt) == [(False, 'recipe: a long line of prose'),
+                                     (True, 'epoch  loss   acc\n0      1.25   0.5\n1      0.75   0.8'),
+                                     (False, 'done in 3s')]
+    assert hooks.table_runs('one  line  alone') == [(False, 'one  line  alone')]
+
+def test_version_label_follows_the_changelog():
+    assert hooks.version_label('0.1.0', '# Changelog\n\n## Unreleased\n\n- x\n\n## 0.1.0\n') == 'v0.1.0+unreleased'
+    assert hooks.version_label('0.1.0', '# Changelog\n\n## 0.1.0\n\n- x\n') == 'v0.1.0'
+
+def test_raw_tex_commands_fail_the_build_check():
+    "A display formula inside a paragraph reaches the HTML as `[ \\frac{...}` (markdown ate the backslash)."
+    assert hooks.raw_maths('<p>receives [ G = \\frac{\\partial L}{\\partial y} ]</p>')
+    assert not hooks.raw_maths('<p>text</p><pre><code>\\frac{a}{b}</code></pre><div class="arithmatex">\\[x\\]</div>')
+
+def test_downloaded_notebook_leaves_out_the_export_cell(tmp_path):
+    import json
+    fn = tmp_path/'00_x.ipynb'
+    cells = [{'cell_type': 'code', 'source': ['1 + 1'], 'metadata': {}, 'outputs': [], 'execution_count': None},
+             {'cell_type': 'code', 'source': ['#| hide\n', 'import nbdev\n', 'nbdev.nbdev_export()'],
+              'metadata': {}, 'outputs': [], 'execution_count': None}]
+    fn.write_text(json.dumps({'cells': cells, 'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5}))
+    nb = json.loads(hooks.download_nb(fn))
+    assert [''.join(c['source']) for c in nb['cells']] == ['1 + 1']

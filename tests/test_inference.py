@@ -168,7 +168,7 @@ def test_a_cancelled_batch_is_left_out():
 
 
 def test_predictions_run_under_mixed_precision():
-    learn = learner(cbs=[ProgressCB(bars=False), MixedPrecision()])
+    learn = learner(cbs=[ProgressCB(bars=False), MixedPrecision(torch.bfloat16)])
     p, _ = learn.get_preds()
     assert p.dtype == torch.float32  # returned as float32, numpy-able
     assert torch.equal(p, p.bfloat16().float())  # but computed in bfloat16: every value is a bfloat16

@@ -223,7 +223,7 @@ def test_accum_checks_n():
 # --- MixedPrecision ----------------------------------------------------------------------------------------
 
 def test_bfloat16_autocast_forward_float32_weights_and_it_learns():
-    learn = learner(cbs=[MixedPrecision()])
+    learn = learner(cbs=[MixedPrecision(torch.bfloat16)])
     dtypes = []
     class Seen(Callback):
         run_valid = False
@@ -275,7 +275,7 @@ def test_mixed_precision_errors_and_autocast_is_left_on_an_error():
     with pytest.raises(ValueError, match="model is on cpu"): learner(cbs=[MixedPrecision(device='cuda')]).fit(1)
     class Boom(nn.Module):
         def forward(self, x): raise RuntimeError('boom')
-    learn = learner(cbs=[MixedPrecision()]); learn.model = nn.Sequential(model(), Boom())
+    learn = learner(cbs=[MixedPrecision(torch.bfloat16)]); learn.model = nn.Sequential(model(), Boom())
     with pytest.raises(RuntimeError, match='boom'): learn.fit(1)
     assert not torch.is_autocast_enabled('cpu')
 
@@ -452,3 +452,47 @@ def test_lr_scheduler_cb_plateau_and_errors():
         def zero_grad(self): pass
     with pytest.raises(ValueError, match='needs an optimizer'):
         learner(cbs=[LRSchedulerCB(StepLR), OwnStep()], opt_func=None).fit(1)
+
+
+@pytest.mark.parametrize('avx,amx', [(False, False), (True, False), (False, True)])
+def test_one_precision_rule_for_mixed_precision_and_the_cli(monkeypatch, avx, amx):
+    "MixedPrecision() and `fastfound fit --precision auto` pick bfloat16 only where it is native; else float32, said."
+    import warnings
+    from fastfound.cli import precision
+    monkeypatch.setattr(torch.cpu, '_is_avx512_bf16_supported', lambda: avx)
+    monkeypatch.setattr(torch.cpu, '_is_amx_tile_supported', lambda: amx)
+    with warnings.catch_warnings(record=True) as ws:
+        warnings.simplefilter('always')
+        mp = MixedPrecision(device='cpu')
+    want = torch.bfloat16 if avx or amx else torch.float32
+    assert (mp.dtype, precision(torch.device('cpu'), 'auto')) == (want, want)
+    assert len([w for w in ws if 'trains in float32' in str(w.message)]) == (want == torch.float32)
+    if want == torch.float32:  # the fit runs in float32: no bfloat16 anywhere
+        learn = learner(cbs=[mp])
+        learn.fit(1)
+        assert learn.preds.dtype == torch.float32
+    with warnings.catch_warnings(record=True) as ws:
+        warnings.simplefilter('always')
+        MixedPrecision(torch.bfloat16, device='cpu')  # asked for by name: as asked, with the cost if emulated
+    costly = [str(w.message) for w in ws if 'times as long as in float32' in str(w.message)]
+    assert len(costly) == (0 if avx or amx else 1)
+    assert MixedPrecision(device='cuda').dtype == torch.float16
+
+
+def test_bf16_cost_is_measured_once():
+    from fastfound.training import bf16_cost
+    c = bf16_cost()
+    assert c > 0 and bf16_cost() is c  # cached: one measurement per process
+
+
+@pytest.mark.parametrize('n', [1, 3, 4])
+def test_after_step_fires_once_per_optimizer_step_under_accumulation(n):
+    "10 batches an epoch in groups of n: after_step as often as the optimizer really steps (the last group too)."
+    class Count(Callback):
+        def before_fit(self): self.events, self.steps, self._h = 0, 0, self.opt.register_step_post_hook(self._one)
+        def _one(self, *a): self.steps += 1
+        def after_step(self): self.events += 1
+        def cleanup_fit(self): self._h.remove()
+    c = Count()
+    learner(bs=8, n=80, cbs=[GradAccum(n), c]).fit(2)
+    assert c.events == c.steps == 2 * -(-10 // n)
