@@ -187,13 +187,13 @@ def _gather(model:nn.Module)->dict:
 
 # %% ../nbs/11d_distributed.ipynb #d7e8f9a0
 def lost_peers(peers:list, # each rank's (host, pid)
-               grace:float=5., # seconds of silence that make a rank lost
+               grace:float=3., # seconds of silence that make a rank lost (3 heartbeats)
               )->dict:
     "The other ranks that are gone (on this host) or silent (by the heartbeat): {rank: why}."
     host, out = socket.gethostname(), {}
     for r, (h, pid) in enumerate(peers):
         if h == host and r != rank() and not process_alive(pid): out[r] = 'no longer running'
-    if _beat is not None:
+    if _beat is not None and len(out) < len(peers) - 1:  # some peer may still be alive: ask
         for r, s in _beat.silent(grace).items():
             out.setdefault(r, f'no heartbeat for {s:.0f} s')
     return dict(sorted(out.items()))
@@ -350,7 +350,7 @@ class DistributedCB(Callback):
         self._meta.load_state_dict(sd, assign=True)  # the gathered tensors become the weights
         return self._meta.to(self.learn.device)
 
-    def lost(self, grace:float=5.)->dict:
+    def lost(self, grace:float=3.)->dict:
         "The other ranks that are gone (on this host) or silent (by the heartbeat): {rank: why}."
         return lost_peers(self.peers, grace)
 
