@@ -134,11 +134,27 @@ class Learner:
                             'give the learning rate as lr=')
         store_attr('model,dls,loss_func,opt_func,lr,splitter')
         self.metrics, self.opt, self.cbs = metric_list(metrics), None, []
-        self.start_epoch = self.n_epochs = self.epoch = self.iter = 0
         self.training, self.dl, self.n_iter, self.epoch_stats = False, None, None, {}
-        # set it (`learn.stop_training = True`) to stop after the current epoch
+        self.start_epoch = 0
+        "The epoch a fit starts at: 0, or the one after a resumed checkpoint's."
+        self.n_epochs = 0
+        "How many epochs the fit under way (or the last one) runs in all."
+        self.epoch = 0
+        "The epoch under way, from 0."
+        self.iter = 0
+        "The batch under way in the current phase, from 0."
         self.stop_training = False
-        self.batch = self.xb = self.yb = self.preds = self.loss = None
+        "Set it (`learn.stop_training = True`) to stop after the current epoch."
+        self.batch = None
+        "The batch as the loader gave it."
+        self.xb = None
+        "The model's input, as `split` made it from `batch`."
+        self.yb = None
+        "The targets, as `split` made them from `batch`; `None` for unlabelled data."
+        self.preds = None
+        "What the model predicted for `xb`."
+        self.loss = None
+        "The loss of `preds` against `yb`, a scalar tensor."
         self.running = False # a fit or a pass over data is under way
         cbs = [c() if isinstance(c, type) else c for c in listify(cbs)]
         if default_cbs:
