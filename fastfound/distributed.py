@@ -124,11 +124,12 @@ class Heartbeat:
                wait:bool=True, # wait up to `grace` to know about the others; else tell at once
               )->dict:
         "The other ranks whose count has not moved for `grace` seconds: {rank: seconds}."
+        c0 = {r: c or 0 for r, (c, _) in self.seen.items()}
         t0 = time.monotonic()
-        while True:
+        while True:  # alive: counted twice since (the first change seen may be an old count)
             now = time.monotonic()
             age = {r: now - t for r, (_, t) in self.seen.items() if r != self.rank}
-            open_ = [r for r, a in age.items() if a < grace and self.seen[r][1] <= t0]
+            open_ = [r for r, a in age.items() if a < grace and (self.seen[r][0] or 0) < c0[r] + 2]
             if not wait or not open_ or now - t0 > grace + 2 * self.every:
                 return {r: a for r, a in age.items() if a >= grace}
             time.sleep(self.every / 4)
