@@ -1,6 +1,8 @@
-"""Training throughput of the CLI's CNN on Fashion-MNIST on one or two processes (issue 10).
+"""Training throughput of the CLI's CNN on Fashion-MNIST on one or two processes (issue 10), and the peak memory of
+DDP against sharded training (issue 22).
 
     python bench/distributed.py [ROUNDS]
+    python bench/distributed.py --memory [ROUNDS]
 
 Three ways, alternated round by round in one run (each a fresh launch, timed inside it, start-up excluded):
   1p1t  one process, one thread;
@@ -30,6 +32,25 @@ its two cores do not give twice the work (shared caches and memory bandwidth, or
 two processes cannot either. Two processes still beat one process with two threads (1.33x against 1.26x).
 Earlier, at load average 14-20 (six other jobs), the same run gave 1,336 / 2,761 / 1,153 samples/s (43%): under that
 load DDP's lockstep makes every step as slow as the slower, preempted rank.
+
+Memory (issue 22), `python bench/distributed.py --memory 3`: DDP against FSDP2 (`DistributedCB(shard=True)`) on 2 ranks,
+alternated, for an MLP of 51,984,394 weights (784 -> 2048 -> 12 x 2048 -> 10) with AdamW, 4 steps of 64 samples;
+each rank reports its peak resident memory and its memory before the model was built. 2026-12-07, 2 cores shared with
+other jobs (load average 11-14; memory does not depend on it: the 3 rounds agreed to 1%):
+
+| | peak per rank | above the start |
+|---|---|---|
+| ddp | 1,375 MiB | 1,114 MiB |
+| fsdp | 801 MiB | 541 MiB |
+
+Sharded / DDP: 0.58 of the peak, 0.49 of what training adds (goal: at most 0.6).
+
+The same day, at load average 11-21 (other jobs), `python bench/distributed.py 3` (now with the meeting before backward:
+two tiny all-reduces per step) gave 522 / 2,052 / 592 samples/s, 2p1t 0.39 of 1p2t: under that load DDP's lockstep
+makes every step last as long as the preempted rank's; it says nothing of the loop. Then, nearly quiet (load average
+1.6-3.6 at the end), `OMP_WAIT_POLICY=PASSIVE`: 4,812 / 6,937 / 6,628 samples/s, 2p1t 0.96 of 1p2t (median of the
+rounds' ratios), efficiency 69%, a 38.6 ms step with 1.58 ms for the gradients' all-reduce and 0.23 ms for a meeting.
+A second run as the load came back (load average 5): 5,069 / 3,975 / 3,909, 0.98.
 """
 import json, os, socket, statistics, subprocess, sys, time
 from pathlib import Path

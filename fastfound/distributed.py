@@ -16,8 +16,9 @@ from torch.nn.parallel import DistributedDataParallel
 from .events import Callback, note
 from .events import CancelEpochException, CancelFitException, CancelTrainException
 from .events import CancelValidateException
-from .files import read_checkpoint
-from .learner import Learner, Resume
+from .core_cbs import Resume
+from .files import process_alive, read_checkpoint
+from .learner import Learner
 from .ranks import broadcast, rank, world_size
 from .training import GradAccum
 
@@ -123,11 +124,12 @@ class Heartbeat:
                wait:bool=True, # wait up to `grace` to know about the others; else tell at once
               )->dict:
         "The other ranks whose count has not moved for `grace` seconds: {rank: seconds}."
+        c0 = {r: c or 0 for r, (c, _) in self.seen.items()}
         t0 = time.monotonic()
-        while True:
+        while True:  # alive: counted twice since (the first change seen may be an old count)
             now = time.monotonic()
             age = {r: now - t for r, (_, t) in self.seen.items() if r != self.rank}
-            open_ = [r for r, a in age.items() if a < grace and self.seen[r][1] <= t0]
+            open_ = [r for r, a in age.items() if a < grace and (self.seen[r][0] or 0) < c0[r] + 2]
             if not wait or not open_ or now - t0 > grace + 2 * self.every:
                 return {r: a for r, a in age.items() if a >= grace}
             time.sleep(self.every / 4)
@@ -185,25 +187,14 @@ def _gather(model:nn.Module)->dict:
     return {k: v.detach().cpu() for k, v in sd.items()}
 
 # %% ../nbs/11d_distributed.ipynb #d7e8f9a0
-def _alive(pid:int)->bool:
-    "Whether process `pid` on this host still runs (a zombie does not)."
-    stat = Path(f'/proc/{pid}/stat')
-    if Path('/proc/self/stat').exists():
-        try: return stat.read_text().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
-        except (OSError, IndexError): return False
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: pass
-    return True
-
 def lost_peers(peers:list, # each rank's (host, pid)
-               grace:float=5., # seconds of silence that make a rank lost
+               grace:float=3., # seconds of silence that make a rank lost (3 heartbeats)
               )->dict:
     "The other ranks that are gone (on this host) or silent (by the heartbeat): {rank: why}."
     host, out = socket.gethostname(), {}
     for r, (h, pid) in enumerate(peers):
-        if h == host and r != rank() and not _alive(pid): out[r] = 'no longer running'
-    if _beat is not None:
+        if h == host and r != rank() and not process_alive(pid): out[r] = 'no longer running'
+    if _beat is not None and len(out) < len(peers) - 1:  # some peer may still be alive: ask
         for r, s in _beat.silent(grace).items():
             out.setdefault(r, f'no heartbeat for {s:.0f} s')
     return dict(sorted(out.items()))
@@ -360,7 +351,7 @@ class DistributedCB(Callback):
         self._meta.load_state_dict(sd, assign=True)  # the gathered tensors become the weights
         return self._meta.to(self.learn.device)
 
-    def lost(self, grace:float=5.)->dict:
+    def lost(self, grace:float=3.)->dict:
         "The other ranks that are gone (on this host) or silent (by the heartbeat): {rank: why}."
         return lost_peers(self.peers, grace)
 

@@ -5,7 +5,8 @@
 Every rank runs the same job inside `learn.distrib_ctx(timeout=60)` and saves what it saw to OUT/rank{R}.pt:
   train   2 epochs of an MLP (global batch 32) with a CSV log, checkpoints, `save` and `export`, each rank in its
           own working directory OUT/cwd{R}; then one epoch at lr=0 (the start weights' validation figures); then
-          the shards of a loader over `arange` for 3 epochs; an epoch with `GradAccum(4)` (DDP's `no_sync`)
+          the shards of a loader over `arange` for 3 epochs; an epoch with `GradAccum(4)` (DDP's `no_sync`); a
+          resume of the checkpoint, which only rank 0's folder holds
   lr_es   `lr_find`; `EarlyStopping` that stops after 2 of 5 epochs; a `CancelFitException` on rank 1 only
   resume  3 epochs with dropout, momentum and a `Checkpoint` in OUT/ck; --kill-at E,B: SIGKILL itself after
           training batch B of epoch E; --resume: continue from OUT/ck/last.pt
@@ -121,6 +122,8 @@ def main():
             acc = build(n_train=480, cbs=[GradAccum(4)])  # 15 batches: 3 steps of 4 and a flush of 3
             with acc.distrib_ctx(timeout=60): acc.fit(1)
             res['accum'] = weights(acc)
+            try: learn.fit(3, resume=True)  # ck/last.pt is in rank 0's folder only
+            except FileNotFoundError as e: res['missing'] = str(e)
     elif a.mode == 'lr_es':
         learn = build()
         with learn.distrib_ctx(timeout=60):

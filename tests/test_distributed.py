@@ -120,6 +120,13 @@ def test_only_rank_0_writes(train):
     assert 'train_loss' not in (out/'out1.txt').read_text()
 
 
+def test_a_resume_one_rank_cannot_find_names_that_rank_and_path(train):
+    "The ranks share no folder here: rank 0's checkpoint is not in rank 1's; both fail, naming rank 1 and the path."
+    _, (r0, r1) = train
+    assert r0['missing'] == r1['missing'], (r0.get('missing'), r1.get('missing'))
+    assert r0['missing'].startswith(f'resume: ck/last.pt is missing on rank 1 (host {socket.gethostname()})')
+
+
 def test_lr_find_early_stopping_and_a_cancel_on_one_rank_agree(tmp_path):
     r0, r1 = run('lr_es', tmp_path)
     assert r0['lr_find'] == r1['lr_find'] and r0['lr_find']['restored']
