@@ -242,9 +242,9 @@ class _Finite(Callback):
     "End the run after an epoch whose training loss is not finite: the weights are lost."
     order = 95
     def after_epoch(self):
-        l = self.learn.epoch_stats.get('train_loss', 0.)
+        l = self.epoch_stats.get('train_loss', 0.)
         if not math.isfinite(l):
-            raise RunError(f'the training diverged: train loss {l} in epoch {self.learn.epoch}; '
+            raise RunError(f'the training diverged: train loss {l} in epoch {self.epoch}; '
                            'nothing saved; try a lower --lr')
 
 def _learner(a:argparse.Namespace, r:dict, dls:DataLoaders)->Learner:

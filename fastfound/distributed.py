@@ -219,7 +219,7 @@ class DistributedCB(Callback):
 
     def before_fit(self):
         if world_size() == 1: return
-        learn, dev = self.learn, self.learn.device
+        learn, dev = self.learn, self.device
         self._dev = dev if dist.get_backend() == 'nccl' else torch.device('cpu')
         self.peers = [None] * world_size()
         dist.all_gather_object(self.peers, (socket.gethostname(), os.getpid()))
@@ -247,10 +247,10 @@ class DistributedCB(Callback):
 
     def _check_resume(self):
         "A resume must find its file on every rank, or on none: else name the ranks without it."
-        res = [c for c in self.learn.cbs if isinstance(c, Resume) and not isinstance(c, AutoResume)]
+        res = [c for c in self.cbs if isinstance(c, Resume) and not isinstance(c, AutoResume)]
         if not res: return
         p = res[0].path
-        if p is True: p = next((f for c in self.learn.cbs if (f := c.resume_file())), None)
+        if p is True: p = next((f for c in self.cbs if (f := c.resume_file())), None)
         have = [None] * world_size()
         dist.all_gather_object(have, p is not None and Path(p).exists())
         if any(have) and not all(have):
@@ -286,7 +286,7 @@ class DistributedCB(Callback):
     def after_loss(self):
         "Meet at the start of the backward pass, before DDP's first all-reduce: a hook on the loss."
         if self.ddp is None or not self.training: return
-        if self.learn.loss.requires_grad: self.learn.loss.register_hook(self._at_backward)
+        if self.loss.requires_grad: self.loss.register_hook(self._at_backward)
         else: self._at_backward(None)
 
     def _at_backward(self, g):
@@ -347,9 +347,9 @@ class DistributedCB(Callback):
     def _unshard(self)->nn.Module:
         "The plain model again, holding the full weights (a collective: every rank calls it)."
         self.learn.opt = None  # its state was sharded: the next fit starts a fresh optimizer
-        sd = _gather(self.learn.model)
+        sd = _gather(self.model)
         self._meta.load_state_dict(sd, assign=True)  # the gathered tensors become the weights
-        return self._meta.to(self.learn.device)
+        return self._meta.to(self.device)
 
     def lost(self, grace:float=3.)->dict:
         "The other ranks that are gone (on this host) or silent (by the heartbeat): {rank: why}."
@@ -377,14 +377,14 @@ class AutoResume(Resume):
     def before_fit(self):
         if restart_count() == 0 or getattr(self, '_done', False): return
         self._done = True
-        path = next((p for c in self.learn.cbs if (p := c.resume_file())), None)
+        path = next((p for c in self.cbs if (p := c.resume_file())), None)
         if path is None: return  # no Checkpoint: nothing to continue from
         mine = read_checkpoint(path, ('train',)) if rank() == 0 and path.exists() else None
         rec = broadcast(mine)  # the other nodes may not share rank 0's disk
         if rec is None: return  # the job failed before its first checkpoint: a fresh start
         self.learn.load_state_dict(rec, path)
         print(f'resumed from {path} after restart {restart_count()}: at epoch '
-              f'{self.learn.start_epoch}', file=sys.stderr, flush=True)
+              f'{self.start_epoch}', file=sys.stderr, flush=True)
 
 # %% ../nbs/11d_distributed.ipynb #dbfa95ac
 @patch
