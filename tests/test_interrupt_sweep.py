@@ -8,10 +8,11 @@ descriptors and folder locks are as before (and after `lr_find`, its weights and
 
 CI runs a sample of the lines, drawn with a fixed seed (`N_CI` per path); `FASTFOUND_FULL_SWEEP=1` runs them all and
 prints the count, e.g. `FASTFOUND_FULL_SWEEP=1 pytest tests/test_interrupt_sweep.py -s`."""
-import gc, os, random, signal, sys
+import os, random
 from pathlib import Path
 import pytest, torch
 from torch import nn
+from _sigint import traced
 from fastfound.callbacks import CSVLogger
 from fastfound.checkpoint import Checkpoint
 from fastfound.data import DataLoaders
@@ -42,25 +43,7 @@ def matters(frame)->bool:
 
 def run_traced(fn, at=None, hit=None)->list:
     "Run `fn`, recording each line run in the frames that matter; deliver SIGINT at `at` (a line, its n-th run)."
-    lines, seen = [], {}
-    def local(frame, event, arg):
-        if event == 'line':
-            key = (frame.f_code.co_filename, frame.f_lineno)
-            lines.append(key)
-            seen[key] = seen.get(key, 0) + 1
-            if at is not None and hit is not None and not hit and (key, seen[key]) == at:
-                hit.append(key)
-                signal.getsignal(signal.SIGINT)(signal.SIGINT, frame)
-        return local
-    def call(frame, event, arg): return local if matters(frame) else None
-    gc.disable()  # no cyclic collection inside the traced run: its finalizers (`Hooks.__del__`) would
-                  # make one run's path differ from the next
-    sys.settrace(call)
-    try: fn()
-    finally:
-        sys.settrace(None)
-        gc.enable()
-    return lines
+    return [key for key, _ in traced(fn, matters, at, hit)]
 
 def places(lines:list)->list:
     """Each run of each line of fastfound's own code, and a few spread over the rest (torch's code...), as
