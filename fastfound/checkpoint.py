@@ -4,16 +4,19 @@
 
 # %% ../nbs/10_checkpoint.ipynb #4d31eae9
 from __future__ import annotations
+import shutil, uuid
 from pathlib import Path
 from torch import nn
 from fastcore.basics import patch
 from .callbacks import Monitor
 from .data import DataLoaders
 from .events import Callback
-from .files import FORMAT, VERSION, FolderLock, atomic_save, read_checkpoint, sweep_temps
+from .files import (FORMAT, VERSION, FolderLock, atomic_save, load_file, read_checkpoint,
+                             sweep_temps)
 from .learner import Learner
 from .state import bare_model, load_model_state
-from .ranks import barrier, is_main
+from .ranks import barrier, broadcast, is_main
+from .shards import is_sharded, load_shards
 
 # %% auto #0
 __all__ = ['Checkpoint', 'load_learner']
@@ -70,18 +73,35 @@ class Checkpoint(Callback, Monitor):
         if best: self.best, self.best_epoch = v, self.epoch
         last = self.save_last and ((self.epoch + 1) % self.every == 0 or self.epoch + 1
                                    == self.n_epochs)
-        if is_main() and (best or last):  # on several ranks, rank 0 writes
-            rec = self.learn.state_dict()
-            if best: atomic_save(rec, self.best_path)
-            if last: atomic_save(rec, self.last_path)
+        if best or last: self._write([p for p, w in ((self.best_path, best), (self.last_path, last))
+                                      if w])
         barrier()  # no rank goes on (and may read the file) before it is written
         self._finished = True
+
+    def _write(self, paths:list):
+        "Write the training record to `paths`: rank 0 does, after every rank wrote its shards."
+        if is_sharded(self.model):  # one folder for both files, named the same on every rank
+            name = broadcast(f'shards-{self.epoch}-{uuid.uuid4().hex[:8]}')
+            rec = self.learn.state_dict(shards=self.path/name)
+        else: rec = self.learn.state_dict() if is_main() else None
+        if not is_main(): return
+        for p in paths: atomic_save(rec, p)
+        if 'shards' in rec: self._sweep()
+
+    def _sweep(self):
+        "Remove the shard folders that neither `last.pt` nor `best.pt` names (after a crash too)."
+        keep = set()
+        for p in (self.last_path, self.best_path):
+            if not p.exists(): continue
+            try: keep.add(load_file(p)['shards']['folder'])
+            except Exception: return  # a file we can't read may name any of them: keep all
+        for d in self.path.glob('shards-*'):
+            if d.name not in keep: shutil.rmtree(d, ignore_errors=True)
 
     def cleanup_fit(self):
         if self._lock is not None: self._lock.release()  # a no-op when it is already released
         if self.load_best and self._finished and self.best_path.exists():
-            d = read_checkpoint(self.best_path, ('train',))
-            load_model_state(self.model, d['model'], self.best_path)
+            self.learn.load(self.best_path, with_opt=False)
 
 # %% ../nbs/10_checkpoint.ipynb #913005e4
 @patch
@@ -112,7 +132,8 @@ def load_learner(path:Path|str, # a file from `Learner.export` (or any fastfound
     arch = d.get('arch')
     other_arch = arch and arch != type(bare_model(model)).__name__
     src = f'{path} (exported from a {arch})' if other_arch else path
-    load_model_state(model, d['model'], src)
+    if 'shards' in d: load_shards(model, None, d['shards'], src)  # a sharded `train` file
+    else: load_model_state(model, d['model'], src)
     if device is not None: model.to(device)
     learn = Learner(model.eval(), dls if dls is not None else DataLoaders(None, None), **kwargs)
     learn.meta = d.get('meta', {})

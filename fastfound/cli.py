@@ -164,8 +164,6 @@ def _check_nodes(p:argparse.ArgumentParser, a:argparse.Namespace):
                 'a free port')
     if a.node_rank is not None and a.node_rank >= int(hi or lo):
         p.error(f'--node-rank {a.node_rank}: must be below the number of nodes, {hi or lo}')
-    if a.shard and a.max_restarts:
-        p.error('--shard with --max-restarts: sharded checkpoints are not written yet')
 
 # %% ../nbs/12_cli.ipynb #d302dcbb
 def reuse_memory(nbytes:int=1 << 30, # keep freed blocks up to this size in the heap

@@ -236,9 +236,6 @@ class DistributedCB(Callback):
 
     def _wrap_shard(self):
         learn = self.learn
-        if any(type(c) is Resume or c.resume_file() is not None for c in learn.cbs):
-            raise ValueError('a sharded fit (shard=True) cannot write or resume a Checkpoint yet: '
-                             'train with DDP, or save with learn.export after the fit')
         self._meta, self._bare = _empty_meta(learn.model), None
         learn.model = _shard(learn.model, self._dev)
         self._blocks = [m for m in learn.model.modules() if hasattr(m, 'reshard')]

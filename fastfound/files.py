@@ -12,7 +12,7 @@ from .interrupts import uninterrupted
 # %% auto #0
 __all__ = ['SEAL', 'FORMAT', 'VERSION', 'file_mode', 'temp_name', 'disk_error', 'atomic_write', 'seal', 'atomic_save', 'writable',
            'process_alive', 'sweep_temps', 'FolderBusy', 'FolderLock', 'CheckpointError', 'file_status', 'regular_file',
-           'open_log', 'unseal', 'load_file', 'check_plain', 'short_list', 'read_checkpoint']
+           'open_log', 'unseal', 'load_file', 'check_plain', 'short_list', 'read_checkpoint', 'digest', 'check_shards']
 
 # %% ../nbs/04b_files.ipynb #7985843d
 def file_mode()->int:
@@ -359,8 +359,35 @@ def read_checkpoint(path:Path|str, # the file
             hint = ' (written by the Checkpoint callback)' if kinds == ('train',) else ''
             raise CheckpointError(f'{path} is a {d.get("kind")!r} file; this needs one of '
                                   f'{", ".join(kinds)}{hint}')
+        if 'shards' in d: d['shards'] = check_shards(path, d['shards'])
         return d
     if ('weights' in kinds and isinstance(d, dict) and d
             and all(isinstance(v, torch.Tensor) for v in d.values())):
         return dict(format=FORMAT, version=VERSION, kind='weights', model=d)  # a bare state dict
     raise CheckpointError(f'{path} is not a fastfound checkpoint: it holds {_describe(d)}')
+
+# %% ../nbs/04b_files.ipynb #f9b1fc0e
+def digest(path:Path|str)->str:
+    "The hex SHA-256 of the regular file `path`, read in blocks."
+    with open(regular_file(path), 'rb') as f: return hashlib.file_digest(f, 'sha256').hexdigest()
+
+def _plain_name(n)->bool: return isinstance(n, str) and n not in ('', '.', '..') and Path(n).name == n
+
+def check_shards(path:Path|str, # the record's file
+                 sh:dict, # its `shards`: the folder's name beside `path`, and each file's SHA-256
+                )->dict:
+    "`sh` with the folder's full path, after checking that each of its files is there, unchanged."
+    files = sh.get('files') if isinstance(sh, dict) else None
+    if not (isinstance(files, dict) and files and _plain_name(sh.get('folder'))
+            and isinstance(sh.get('rest', {}), dict)
+            and all(_plain_name(f) and isinstance(h, str) for f, h in files.items())):
+        raise CheckpointError(f'{path}: its list of shard files is malformed')
+    folder = Path(path).parent/sh['folder']
+    for f, h in files.items():
+        if not (folder/f).exists():
+            raise CheckpointError(f'{path}: its shard file {folder/f} is missing (the ranks of a '
+                                  'sharded run must share the checkpoint folder)')
+        if digest(folder/f) != h:
+            raise CheckpointError(f'{path}: its shard file {folder/f} changed after it was '
+                                  'written (a bad disk or copy?)')
+    return sh | dict(folder=str(folder))

@@ -16,6 +16,7 @@ from .files import (FORMAT, VERSION, CheckpointError, atomic_save, check_plain,
                              read_checkpoint)
 from .interrupts import hold_interrupts, release_interrupts, uninterrupted
 from .ranks import barrier, is_main
+from .shards import load_shards, save_shards
 from .state import (Snapshot, bare_model, cb_states, check_model_state, check_opt_state,
                              check_train_record, load_cb_states, load_model_state, load_opt_state,
                              rng_states, set_rng_states)
@@ -469,11 +470,13 @@ class Learner:
         return to_device(cap.xb, self.device)
 
     # --- saving and loading
-    def _record(self, kind:str, with_opt:bool=True, **extra)->dict:
-        d = dict(format=FORMAT, version=VERSION, kind=kind,
-                 model=bare_model(self.model).state_dict())
-        if with_opt and self.opt is not None:
-            d.update(opt=self.opt.state_dict(), opt_type=type(self.opt).__name__)
+    def _record(self, kind:str, with_opt:bool=True, shards=None, **extra)->dict:
+        "A `kind` record of the weights (and the optimizer), or of where `save_shards` put them."
+        d, opt = dict(format=FORMAT, version=VERSION, kind=kind), self.opt if with_opt else None
+        if shards is not None: return d | dict(model={}, shards=save_shards(self.model, opt, shards),
+                                               **extra)
+        d['model'] = bare_model(self.model).state_dict()
+        if opt is not None: d.update(opt=opt.state_dict(), opt_type=type(opt).__name__)
         return d | extra
 
     def save(self, path:Path|str, # where to write, atomically
@@ -492,13 +495,17 @@ class Learner:
         """Load the weights (and the optimizer's state) from `path`, all or nothing, with
         `weights_only`."""
         d = read_checkpoint(path)
-        check_model_state(self.model, d['model'], path)
+        sh = d.get('shards')  # a sharded checkpoint: the tensors are in a folder
+        if sh is None: check_model_state(self.model, d['model'], path)
         opt, snap = self.opt, Snapshot(self.model, self.opt)
+        with_opt = with_opt and ('opt' in d or bool(sh and sh.get('opt_type')))
         try:
-            if with_opt and 'opt' in d:
-                if self.opt is None: self.create_opt()
-                load_opt_state(self.opt, d['opt'], d['opt_type'], path)  # checks all, then changes
-            load_model_state(self.model, d['model'], path)
+            if with_opt and self.opt is None: self.create_opt()
+            # each checks all, then changes
+            if sh is not None: load_shards(self.model, self.opt if with_opt else None, sh, path)
+            else:
+                if with_opt: load_opt_state(self.opt, d['opt'], d['opt_type'], path)
+                load_model_state(self.model, d['model'], path)
         except BaseException as e:
             self.opt = opt
             snap.restore()
@@ -507,13 +514,14 @@ class Learner:
             raise
         return self
 
-    def state_dict(self)->dict:
+    def state_dict(self, shards:Path|str|None=None, # a sharded model's: a new folder for its tensors
+                  )->dict:
         """The whole training state, a `train` record: model, optimizer, epoch, callbacks' states,
-        the RNGs."""
+        the RNGs. With `shards`, every rank calls it and writes its tensors there (`save_shards`)."""
         cbs = cb_states(self.cbs)
         for k, sd in cbs.items(): check_plain(sd, f"callback {k}'s state_dict()")
-        return self._record('train', epoch=self.epoch, n_epochs=self.n_epochs, cbs=cbs,
-                            rng=rng_states(self.dls), torch=str(torch.__version__))
+        return self._record('train', shards=shards, epoch=self.epoch, n_epochs=self.n_epochs,
+                            cbs=cbs, rng=rng_states(self.dls), torch=str(torch.__version__))
 
     @uninterrupted
     def load_state_dict(self, d:dict, # a `train` record, from `state_dict` or `read_checkpoint`
@@ -522,13 +530,15 @@ class Learner:
         """Restore the training state `d`, checked, all or nothing; the next fit starts after its
         epoch."""
         check_train_record(d, src)
-        check_model_state(self.model, d['model'], src)
+        sh = d.get('shards')  # a sharded checkpoint: `load_shards` checks, then loads
+        if sh is None: check_model_state(self.model, d['model'], src)
         with_opt = 'opt' in d and self.opt is not None
         if with_opt: check_opt_state(self.opt, d['opt'], d['opt_type'], src)
         snap = Snapshot(self.model, self.opt, self.cbs, self.dls)
         try:
+            if sh is not None: load_shards(self.model, self.opt, sh, src)
             if with_opt: load_opt_state(self.opt, d['opt'], d['opt_type'], src)
-            load_model_state(self.model, d['model'], src)
+            if sh is None: load_model_state(self.model, d['model'], src)
             load_cb_states(self.cbs, d['cbs'], src)
             set_rng_states(d['rng'], self.dls)
         except Exception as e:

@@ -14,12 +14,13 @@ Every rank runs the same job inside `learn.distrib_ctx(timeout=60)` and saves wh
   cancel  a cancel raised on rank 1 only: before its backward pass, in validation, in after_epoch
   rng     what each rank draws in its first batches, twice from the same seed
   empty   a validation set of 1 sample: one rank's shard is empty
-  shard   2 epochs with FSDP2 (`distrib_ctx(shard=True)`), then `export`
+  shard   2 epochs with FSDP2 (`distrib_ctx(shard=True)`), then `export`; then 1 epoch with a `Checkpoint` in
+          OUT/ck (sharded), copied to OUT/ck0, and a resume of it for epoch 1
 --elastic-kill E,B (resume): rank 1 SIGKILLs itself after batch B of epoch E, but only before torchrun's first
 restart; the job is then run by torchrun with --max-restarts and resumes by itself.
 `build` is also what the tests run in one process, for the single-process figures.
 """
-import argparse, os, signal, sys
+import argparse, os, shutil, signal, sys
 from functools import partial
 from pathlib import Path
 import torch
@@ -181,9 +182,14 @@ def main():
             res['weights'] = weights(learn)
             res['type'] = type(learn.model).__name__
             learn.export(a.out/'model.pth')
-            try:
-                with learn.added_cbs([Checkpoint(a.out/'ck')]): learn.fit(1)
-            except ValueError as e: res['ck'] = str(e)
+        part = build(momentum=0.9, cbs=[Checkpoint(a.out/'ck')])  # 1 epoch, saved sharded
+        with part.distrib_ctx(timeout=a.timeout, shard=True): part.fit(1)
+        res['saved'] = sorted(f.name for f in (a.out/'ck').iterdir())
+        if r == 0: shutil.copytree(a.out/'ck', a.out/'ck0')  # epoch 0's, for the one-process test
+        more = build(momentum=0.9, cbs=[Checkpoint(a.out/'ck')])  # resumed: epoch 1
+        with more.distrib_ctx(timeout=a.timeout, shard=True): more.fit(2, resume=True)
+        res['resumed'] = weights(more)
+        res['left'] = sorted(f.name for f in (a.out/'ck').iterdir())
     else: sys.exit(f'unknown mode {a.mode}')
     torch.save(res, a.out/f'rank{r}.pt')
 

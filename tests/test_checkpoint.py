@@ -165,3 +165,57 @@ def test_save_load_round_trip(tmp_path):
 def test_newer_format_refused(tmp_path):
     atomic_save(dict(format='fastfound', version=99, kind='weights', model={}), tmp_path/'new.pt')
     with pytest.raises(CheckpointError, match='newer than this fastfound reads'): small_learner().load(tmp_path/'new.pt')
+
+
+def _sharded_run(tmp_path):
+    "A one-process learner whose Checkpoint wrote a sharded-style record: `last.pt` and a DCP folder beside it."
+    from torch import nn
+    from fastfound.data import DataLoaders, TensorLoader
+    from fastfound.learner import Learner
+    from fastfound.files import digest
+    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+    learn = Learner(nn.Linear(4, 2), DataLoaders(TensorLoader(x, y, 16), TensorLoader(x, y, 32)), default_cbs=False)
+    learn.fit(1)
+    rec = learn.state_dict(shards=tmp_path/'shards-0-x')  # what Checkpoint writes for a sharded model
+    atomic_save(rec, tmp_path/'last.pt')
+    def forge(name, data):  # an attacker who can write the folder can rewrite the record's digests too
+        (tmp_path/'shards-0-x'/name).write_bytes(data)
+        rec['shards']['files'][name] = digest(tmp_path/'shards-0-x'/name)
+        atomic_save(rec, tmp_path/'last.pt')
+    return learn, forge
+
+
+def test_evil_sharded_checkpoint_index_refused(tmp_path):
+    "DCP reads its index with pickle.load: a forged `.metadata` would run; fastfound's reader refuses it."
+    learn, forge = _sharded_run(tmp_path)
+    marker = tmp_path/'pwned'
+    forge('.metadata', pickle.dumps(Evil(marker)))
+    code = ('from torch.distributed.checkpoint import FileSystemReader; '
+            f'FileSystemReader({str(tmp_path/"shards-0-x")!r}).read_metadata()')
+    subprocess.run([sys.executable, '-c', code], capture_output=True)  # the control: DCP's own reader runs it
+    assert marker.exists()
+    marker.unlink()
+    w = learn.model.weight.detach().clone()
+    with pytest.raises(CheckpointError, match='which no checkpoint index holds'):
+        learn.fit(2, resume=tmp_path/'last.pt')
+    assert not marker.exists() and torch.equal(learn.model.weight, w)
+
+
+def test_sharded_index_with_bytes_or_other_files_refused(tmp_path):
+    "An index entry of bytes would make DCP call torch.load(weights_only=False); one of another file read it."
+    from torch.distributed.checkpoint.metadata import BytesStorageMetadata, ChunkStorageMetadata
+    from fastfound.shards import read_index
+    learn, forge = _sharded_run(tmp_path)
+    md = read_index(tmp_path/'shards-0-x')
+    md.state_dict_metadata['model.weight'] = BytesStorageMetadata()
+    forge('.metadata', pickle.dumps(md))
+    with pytest.raises(CheckpointError, match='BytesStorageMetadata, which no checkpoint index holds'):
+        learn.fit(2, resume=tmp_path/'last.pt')
+    md.state_dict_metadata['model.weight'] = ChunkStorageMetadata(torch.Size([0]), torch.Size([2]))  # no tensor
+    forge('.metadata', pickle.dumps(md))
+    with pytest.raises(CheckpointError, match='not an index of tensors'): learn.fit(2, resume=tmp_path/'last.pt')
+    md = read_index(tmp_path/'shards-0-x')
+    for k, v in md.storage_data.items(): v.relative_path = '../../etc/passwd'  # read outside the folder
+    forge('.metadata', pickle.dumps(md))
+    with pytest.raises(CheckpointError, match=r'names files its record does not list \(../../etc/passwd\)'):
+        learn.fit(2, resume=tmp_path/'last.pt')

@@ -1,15 +1,24 @@
-"""Sharded training (issue 22): FSDP2's `fully_shard` per block on 2 gloo ranks, through `distrib_ctx(shard=True)`.
-Each job runs under a hard timeout (see test_distributed.py)."""
+"""Sharded training (issue 22): FSDP2's `fully_shard` per block on 2 gloo ranks, through `distrib_ctx(shard=True)`,
+and its checkpoints through `torch.distributed.checkpoint`. Each job runs under a hard timeout (see
+test_distributed.py)."""
 import sys
 from pathlib import Path
-import torch
+import pytest, torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _dist_job import build  # noqa: E402
+from _dist_job import build, weights  # noqa: E402
 from test_distributed import run, same_weights  # noqa: E402
+from fastfound.checkpoint import Checkpoint, load_learner  # noqa: E402
+from fastfound.files import CheckpointError, load_file, read_checkpoint  # noqa: E402
 
 
-def test_sharded_fit_as_one_process_then_one_plain_export(tmp_path):
-    r0, r1 = run('shard', tmp_path, '--timeout', '60')
+@pytest.fixture(scope='module')
+def shard(tmp_path_factory):
+    out = tmp_path_factory.mktemp('shard')
+    return out, run('shard', out, '--timeout', '60')
+
+
+def test_sharded_fit_as_one_process_then_one_plain_export(shard):
+    out, (r0, r1) = shard
     one = build(momentum=0.9)
     one.fit(2)
     same_weights(r0, r1, 'weights', one)  # the same on both ranks, and as one process to float rounding
@@ -18,7 +27,47 @@ def test_sharded_fit_as_one_process_then_one_plain_export(tmp_path):
         for k in ('train_loss', 'valid_loss', 'valid_accuracy'):
             assert abs(a[k] - b[k]) < 1e-5, (k, a[k], b[k])
     assert r0['type'] == r1['type'] == 'Sequential'  # after the fit: the plain module, full weights
-    from fastfound.checkpoint import load_learner
-    learn = load_learner(tmp_path/'model.pth', build().model)  # one ordinary file, in one process
+    learn = load_learner(out/'model.pth', build().model)  # one ordinary file, in one process
     for k, v in learn.model.state_dict().items(): assert torch.equal(v, r0['weights'][k]), k
-    assert 'cannot write or resume a Checkpoint' in r0['ck'] and r0['ck'] == r1['ck']
+
+
+def test_sharded_checkpoint_resumes_on_two_ranks_bit_for_bit(shard):
+    out, (r0, r1) = shard
+    # after epoch 0: last.pt and best.pt name one folder of the two ranks' files and DCP's index
+    folder = [f for f in r0['saved'] if f.startswith('shards-0-')]
+    assert len(folder) == 1 and {'last.pt', 'best.pt'} <= set(r0['saved']), r0['saved']
+    for r in (r0, r1):  # 1 epoch saved + 1 resumed = 2 epochs without a break
+        for k, v in r0['weights'].items(): assert torch.equal(r['resumed'][k], v), k
+    d = load_file(out/'ck'/'last.pt')
+    assert d['epoch'] == 1 and d['model'] == {} and sorted(d['shards']['files']) == [
+        '.metadata', '__0_0.distcp', '__1_0.distcp']
+    named = {load_file(out/'ck'/f)['shards']['folder'] for f in ('last.pt', 'best.pt')}
+    assert {f for f in r0['left'] if f.startswith('shards-')} == named  # no folder left that none names
+
+
+def test_sharded_checkpoint_resumes_in_one_process(shard, tmp_path):
+    out, (r0, r1) = shard
+    one = build(momentum=0.9, cbs=[Checkpoint(out/'ck0', save_best=False)])  # epoch 0, saved by 2 ranks
+    one.fit(2, resume=True)  # epoch 1 in one process, from the 2 ranks' shards
+    h = one.recorder.values
+    no_time = lambda d: {k: v for k, v in d.items() if k != 'time'}
+    assert [v['epoch'] for v in h] == [0, 1] and no_time(h[0]) == no_time(r0['stats'][0])  # the saved epoch 0
+    for k, v in weights(one).items(): torch.testing.assert_close(v, r0['weights'][k], atol=1e-5, rtol=1e-5)
+    for k in ('train_loss', 'valid_loss'): assert abs(h[1][k] - r0['stats'][1][k]) < 1e-5, k
+
+
+def test_a_changed_or_missing_shard_fails_the_resume_and_changes_nothing(shard, tmp_path):
+    out, _ = shard
+    import shutil
+    shutil.copytree(out/'ck', tmp_path/'ck')
+    name = load_file(tmp_path/'ck'/'last.pt')['shards']['folder']
+    f = tmp_path/'ck'/name/'__1_0.distcp'
+    data = bytearray(f.read_bytes())
+    data[len(data)//2] ^= 1
+    f.write_bytes(bytes(data))
+    learn = build(momentum=0.9, cbs=[Checkpoint(tmp_path/'ck')])
+    w0 = weights(learn)
+    with pytest.raises(CheckpointError, match='__1_0.distcp changed after it was written'): learn.fit(2, resume=True)
+    for k, v in weights(learn).items(): assert torch.equal(v, w0[k]), k
+    f.unlink()
+    with pytest.raises(CheckpointError, match='__1_0.distcp is missing'): read_checkpoint(tmp_path/'ck'/'last.pt')
