@@ -1,5 +1,5 @@
 "Checkpoint files: atomic writes, safe loading of hostile and broken files, RNG capture."
-import os, pickle, random, subprocess, sys
+import copy, os, pickle, random, subprocess, sys
 from pathlib import Path
 import numpy as np, pytest, torch
 from fastfound.files import CheckpointError, atomic_save, load_file
@@ -206,7 +206,8 @@ def test_sharded_index_with_bytes_or_other_files_refused(tmp_path):
     from torch.distributed.checkpoint.metadata import BytesStorageMetadata, ChunkStorageMetadata
     from fastfound.shards import read_index
     learn, forge = _sharded_run(tmp_path)
-    md = read_index(tmp_path/'shards-0-x')
+    good = read_index(tmp_path/'shards-0-x')
+    md = copy.deepcopy(good)
     md.state_dict_metadata['model.weight'] = BytesStorageMetadata()
     forge('.metadata', pickle.dumps(md))
     with pytest.raises(CheckpointError, match='BytesStorageMetadata, which no checkpoint index holds'):
@@ -214,7 +215,7 @@ def test_sharded_index_with_bytes_or_other_files_refused(tmp_path):
     md.state_dict_metadata['model.weight'] = ChunkStorageMetadata(torch.Size([0]), torch.Size([2]))  # no tensor
     forge('.metadata', pickle.dumps(md))
     with pytest.raises(CheckpointError, match='not an index of tensors'): learn.fit(2, resume=tmp_path/'last.pt')
-    md = read_index(tmp_path/'shards-0-x')
+    md = copy.deepcopy(good)
     for k, v in md.storage_data.items(): v.relative_path = '../../etc/passwd'  # read outside the folder
     forge('.metadata', pickle.dumps(md))
     with pytest.raises(CheckpointError, match=r'names files its record does not list \(../../etc/passwd\)'):
