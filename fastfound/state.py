@@ -175,11 +175,13 @@ def cb_states(cbs)->dict:
 def load_cb_states(cbs, # the callbacks to restore
                    states:dict, # from `cb_states`
                    src='the checkpoint', # named in the warnings
+                   idle=(), # those of `cbs` that do not run in this process: left as they are
                   ):
     """Give each callback its saved state; warn about state nobody takes and stateful callbacks
     that get none."""
     names = cb_names(cbs)
     for n, cb in zip(names, cbs):
+        if any(cb is c for c in idle): continue
         if n in states: cb.load_state_dict(states[n])
         elif cb.state_dict():
             warnings.warn(f'{src} holds no state for callback {n}; it starts afresh')

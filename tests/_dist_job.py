@@ -18,6 +18,7 @@ Every rank runs the same job inside `learn.distrib_ctx(timeout=60)` and saves wh
           OUT/ck (sharded), copied to OUT/ck0, and a resume of it for epoch 1
 --elastic-kill E,B (resume): rank 1 SIGKILLs itself after batch B of epoch E, but only before torchrun's first
 restart; the job is then run by torchrun with --max-restarts and resumes by itself.
+--shard (resume): the model sharded by FSDP2, its checkpoints written by torch.distributed.checkpoint.
 `build` is also what the tests run in one process, for the single-process figures.
 """
 import argparse, os, shutil, signal, sys
@@ -102,6 +103,7 @@ def main():
     p.add_argument('--resume', action='store_true')
     p.add_argument('--elastic-kill', default=None)
     p.add_argument('--timeout', type=float, default=60)
+    p.add_argument('--shard', action='store_true')
     a = p.parse_args()
     r = int(os.environ['RANK'])
     res = {}
@@ -145,7 +147,7 @@ def main():
         if a.elastic_kill and restart_count() == 0 and r == 1:
             cbs.append(At(*map(int, a.elastic_kill.split(',')), die))
         learn = build(cbs=cbs, dropout=0.2, momentum=0.9)
-        with learn.distrib_ctx(timeout=60):
+        with learn.distrib_ctx(timeout=60, shard=a.shard):
             learn.fit(3, resume=True if a.resume else None)
         res['weights'] = weights(learn)
     elif a.mode == 'kill':

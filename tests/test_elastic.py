@@ -2,7 +2,7 @@
 the last checkpoint by themselves (`distrib_ctx`'s `AutoResume`). Each launch runs under a hard timeout."""
 import os, signal, subprocess, sys, time
 from pathlib import Path
-import torch
+import pytest, torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_distributed import free_port  # noqa: E402
 
@@ -21,9 +21,11 @@ def torchrun(out:Path, *args)->subprocess.CompletedProcess:
     return r
 
 
-def test_a_killed_worker_is_restarted_and_resumes_to_the_same_weights(tmp_path):
-    ref = torchrun(tmp_path/'ref')
-    cut = torchrun(tmp_path/'cut', '--elastic-kill', '1,5')  # rank 1 dies in epoch 1, before the first restart
+@pytest.mark.parametrize('shard', [False, True], ids=['ddp', 'sharded'])
+def test_a_killed_worker_is_restarted_and_resumes_to_the_same_weights(tmp_path, shard):
+    more = ['--shard'] if shard else []
+    ref = torchrun(tmp_path/'ref', *more)
+    cut = torchrun(tmp_path/'cut', '--elastic-kill', '1,5', *more)  # rank 1 dies in epoch 1, before the first restart
     assert 'resumed from' not in ref.stderr
     assert cut.stderr.count('resumed from') == 2 and 'after restart 1: at epoch 1' in cut.stderr, cut.stderr[-3000:]
     for r in range(2):
