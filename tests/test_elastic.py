@@ -63,10 +63,12 @@ def workers(pid:int)->dict:
     return out
 
 
-def test_cli_max_restarts_a_killed_worker_ends_with_the_same_history(tmp_path):
-    ref = cli(tmp_path/'ref')
+@pytest.mark.parametrize('shard', [False, True], ids=['ddp', 'sharded'])
+def test_cli_max_restarts_a_killed_worker_ends_with_the_same_history(tmp_path, shard):
+    more = ['--shard'] if shard else []
+    ref = cli(tmp_path/'ref', *more)
     assert ref.wait(timeout=300) == 0, ref.stderr.read()[-3000:]
-    run = cli(tmp_path/'cut')
+    run = cli(tmp_path/'cut', *more)
     try:
         end = time.monotonic() + 240
         while not (tmp_path/'cut'/'ck'/'last.pt').exists():  # epoch 0 is saved: kill rank 1 in epoch 1
