@@ -4,19 +4,18 @@
 
 # %% ../nbs/10_checkpoint.ipynb #4d31eae9
 from __future__ import annotations
-import shutil, uuid
+import uuid
 from pathlib import Path
 from torch import nn
 from fastcore.basics import patch
 from .callbacks import Monitor
 from .data import DataLoaders
 from .events import Callback
-from .files import (FORMAT, VERSION, FolderLock, atomic_save, load_file, read_checkpoint,
-                             sweep_temps)
+from .files import FORMAT, VERSION, FolderLock, atomic_save, read_checkpoint, sweep_temps
 from .learner import Learner
 from .state import bare_model, load_model_state
 from .ranks import barrier, broadcast, is_main
-from .shards import is_sharded, load_shards
+from .shards import is_sharded, load_shards, sweep_shards
 
 # %% auto #0
 __all__ = ['Checkpoint', 'load_learner']
@@ -86,17 +85,7 @@ class Checkpoint(Callback, Monitor):
         else: rec = self.learn.state_dict() if is_main() else None
         if not is_main(): return
         for p in paths: atomic_save(rec, p)
-        if 'shards' in rec: self._sweep()
-
-    def _sweep(self):
-        "Remove the shard folders that neither `last.pt` nor `best.pt` names (after a crash too)."
-        keep = set()
-        for p in (self.last_path, self.best_path):
-            if not p.exists(): continue
-            try: keep.add(load_file(p)['shards']['folder'])
-            except Exception: return  # a file we can't read may name any of them: keep all
-        for d in self.path.glob('shards-*'):
-            if d.name not in keep: shutil.rmtree(d, ignore_errors=True)
+        if 'shards' in rec: sweep_shards([self.last_path, self.best_path], 'shards-*')
 
     def cleanup_fit(self):
         if self._lock is not None: self._lock.release()  # a no-op when it is already released

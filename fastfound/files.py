@@ -371,7 +371,9 @@ def digest(path:Path|str)->str:
     "The hex SHA-256 of the regular file `path`, read in blocks."
     with open(regular_file(path), 'rb') as f: return hashlib.file_digest(f, 'sha256').hexdigest()
 
-def _plain_name(n)->bool: return isinstance(n, str) and n not in ('', '.', '..') and Path(n).name == n
+def _plain_name(n)->bool:
+    "Whether `n` names a file or folder in a folder: no path, no `..`."
+    return isinstance(n, str) and n not in ('', '.', '..') and Path(n).name == n
 
 def check_shards(path:Path|str, # the record's file
                  sh:dict, # its `shards`: the folder's name beside `path`, and each file's SHA-256

@@ -473,8 +473,8 @@ class Learner:
     def _record(self, kind:str, with_opt:bool=True, shards=None, **extra)->dict:
         "A `kind` record of the weights (and the optimizer), or of where `save_shards` put them."
         d, opt = dict(format=FORMAT, version=VERSION, kind=kind), self.opt if with_opt else None
-        if shards is not None: return d | dict(model={}, shards=save_shards(self.model, opt, shards),
-                                               **extra)
+        if shards is not None:
+            return d | dict(model={}, shards=save_shards(self.model, opt, shards), **extra)
         d['model'] = bare_model(self.model).state_dict()
         if opt is not None: d.update(opt=opt.state_dict(), opt_type=type(opt).__name__)
         return d | extra
@@ -514,10 +514,11 @@ class Learner:
             raise
         return self
 
-    def state_dict(self, shards:Path|str|None=None, # a sharded model's: a new folder for its tensors
+    def state_dict(self, shards:Path|str|None=None, # a sharded model: a new folder for the tensors
                   )->dict:
         """The whole training state, a `train` record: model, optimizer, epoch, callbacks' states,
-        the RNGs. With `shards`, every rank calls it and writes its tensors there (`save_shards`)."""
+        the RNGs. With `shards`, every rank calls it, and writes its tensors there (`save_shards`).
+        """
         cbs = cb_states(self.cbs)
         for k, sd in cbs.items(): check_plain(sd, f"callback {k}'s state_dict()")
         return self._record('train', shards=shards, epoch=self.epoch, n_epochs=self.n_epochs,
