@@ -142,7 +142,7 @@ class Heartbeat:
 # what ends a batch or a stage, as one number a rank shares; 5: an error
 _CANCELS = (None, CancelTrainException, CancelValidateException, CancelEpochException,
             CancelFitException)
-_LEVEL = {'loss': 0, 'batch': 0, 'validate': 2, 'epoch': 3}  # what each meeting point ends
+_LEVEL = {'start': 0, 'loss': 0, 'batch': 0, 'train': 1, 'validate': 2, 'epoch': 3}  # what each meeting point ends
 
 def _code(e)->int:
     "The number that stands for `e` ending a batch or stage: 0 for none."
@@ -268,7 +268,9 @@ class DistributedCB(Callback):
 
     def before_batch(self):
         if self.ddp is None or not self.training: return
-        if self.iter == 0: self._back = _fork_rng()  # the loader has drawn its order
+        if self.iter == 0:  # every rank is past before_train: a cancel there shows here
+            self.meet(0, 'start')
+            self._back = _fork_rng()  # the loader has drawn its order
         ga, learn = self._accum, self.learn
         if ga is not None and ga.count + 1 < ga.n and learn.iter + 1 < (learn.n_iter or 0):
             self._nosync = self.ddp.no_sync()  # this batch will not step: no all-reduce
@@ -299,8 +301,10 @@ class DistributedCB(Callback):
         self.meet(mine, 'batch')
 
     def cleanup_train(self):
-        if self.ddp is not None and self._back is not None: _join_rng(self._back)
+        if self.ddp is None: return
+        if self._back is not None: _join_rng(self._back)
         self._back = None
+        self.meet(_code(sys.exc_info()[1]), 'train')
 
     def before_validate(self):  # sharded: the ranks' validation batches may differ in number,
         if self.ddp is None or not self.shard: return  # so gather the weights once, before
@@ -318,11 +322,11 @@ class DistributedCB(Callback):
         if self.ddp is not None: self.meet(_code(sys.exc_info()[1]), 'epoch')
 
     def meet(self, mine:int, # what ended this rank's batch or stage (`_code`), 0: nothing
-             at:str): # the meeting point: 'loss', 'batch', 'validate' or 'epoch'
+             at:str): # the meeting point: 'start', 'loss', 'batch', 'train', 'validate', 'epoch'
         """All-reduce one number per rank; raise here what another rank's number says (a cancel,
         or an error)."""
         s, lvl = self._seen, _LEVEL[at]
-        if s >= 3 or (s == 1 and lvl == 0) or (s == 2 and at == 'validate'): return  # already known
+        if s >= 3 or (s == 1 and lvl <= 1) or (s == 2 and at == 'validate'): return  # already known
         if mine == 5 and _beat is not None and _beat.silent(wait=False):  # a peer is lost:
             self._seen = 5  # no meeting can happen now
             return

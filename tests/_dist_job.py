@@ -11,7 +11,8 @@ Every rank runs the same job inside `learn.distrib_ctx(timeout=60)` and saves wh
   resume  3 epochs with dropout, momentum and a `Checkpoint` in OUT/ck; --kill-at E,B: SIGKILL itself after
           training batch B of epoch E; --resume: continue from OUT/ck/last.pt
   kill    a long fit; writes OUT/started{R} after its first batch (for the test to SIGKILL or SIGSTOP a rank)
-  cancel  a cancel raised on rank 1 only: before its backward pass, in validation, in after_epoch
+  cancel  a cancel raised on rank 1 only: before its backward pass, in validation, in after_epoch, before_train,
+          before_validate
   rng     what each rank draws in its first batches, twice from the same seed
   empty   a validation set of 1 sample: one rank's shard is empty
   shard   2 epochs with FSDP2 (`distrib_ctx(shard=True)`), then `export`; then 1 epoch with a `Checkpoint` in
@@ -30,7 +31,8 @@ from fastfound.callbacks import CSVLogger, EarlyStopping
 from fastfound.checkpoint import Checkpoint
 from fastfound.data import DataLoaders, TensorLoader
 from fastfound.distributed import restart_count
-from fastfound.events import Callback, CancelEpochException, CancelFitException
+from fastfound.events import (Callback, CancelEpochException, CancelFitException, CancelTrainException,
+                              CancelValidateException)
 from fastfound.learner import Learner, ProgressCB, accuracy
 from fastfound.ranks import broadcast, rank
 from fastfound.state import set_seed
@@ -156,7 +158,9 @@ def main():
     elif a.mode == 'cancel':
         res['cancel'] = []
         cases = (('after_pred', CancelEpochException, 2, True), ('after_loss', RuntimeError, 2, True),
-                 ('after_pred', CancelEpochException, 2, False), ('after_epoch', CancelFitException, None, None))
+                 ('after_pred', CancelEpochException, 2, False), ('after_epoch', CancelFitException, None, None),
+                 ('before_train', CancelTrainException, None, None),
+                 ('before_validate', CancelValidateException, None, None))
         for ev, exc, b, tr in cases:
             learn = build(cbs=[Raise(ev, exc, b=b, training=tr)])
             with learn.distrib_ctx(timeout=a.timeout):
@@ -165,6 +169,7 @@ def main():
                     what = 'done'
                 except RuntimeError as e: what = str(e).split(' (')[0]
             res['cancel'].append((ev, exc.__name__, learn.epoch, learn.iter, len(learn.recorder.values), what))
+            res.setdefault('stats', []).append(learn.recorder.values)
     elif a.mode == 'rng':
         res['draws'] = []
         for _ in range(2):

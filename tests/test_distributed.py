@@ -3,7 +3,7 @@
 The ranks are started directly with torchrun's environment variables (faster than torchrun's agent, and the test
 then controls each process); the CLI test uses torchrun itself.
 """
-import os, signal, socket, subprocess, sys, time
+import math, os, signal, socket, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
 
@@ -180,7 +180,7 @@ def test_sigstop_one_rank_the_other_names_it_at_the_timeout(tmp_path):
     assert took < 10 + 8, took  # the collective's timeout, and a few seconds to fail and exit (on a busy machine)
 
 
-def test_a_cancel_on_one_rank_is_agreed_before_backward_in_validation_and_after_epoch(tmp_path):
+def test_a_cancel_on_one_rank_is_agreed_at_every_meeting(tmp_path):
     "Each case: both ranks stop at the same place, at once (a missed cancel would wait for the 30 s timeout)."
     t0 = time.monotonic()
     r0, r1 = run('cancel', tmp_path, '--timeout', '30')
@@ -190,10 +190,15 @@ def test_a_cancel_on_one_rank_is_agreed_before_backward_in_validation_and_after_
         ('after_pred', 'CancelEpochException', 1, 1),  # training, before backward: epoch 0 ends, 1 runs
         ('after_loss', 'RuntimeError', 0, 0),  # an error before backward ends the fit on both
         ('after_pred', 'CancelEpochException', 1, 1),  # validation: epoch 0 ends, 1 runs
-        ('after_epoch', 'CancelFitException', 0, 1)]  # after_epoch (after Checkpoint's place)
+        ('after_epoch', 'CancelFitException', 0, 1),  # after_epoch (after Checkpoint's place)
+        ('before_train', 'CancelTrainException', 1, 2),  # epoch 0 validates without training, 1 runs
+        ('before_validate', 'CancelValidateException', 1, 2)]  # epoch 0 trains without validating, 1 runs
     assert r0['cancel'][1][3] == r1['cancel'][1][3] == 2  # at the batch it was raised in
-    assert [c[5] for c in r0['cancel']] == ['done', 'rank 1 failed at epoch 0, batch 2', 'done', 'done']
-    assert [c[5] for c in r1['cancel']] == ['done', 'on rank 1 only', 'done', 'done']
+    assert [c[5] for c in r0['cancel']] == ['done', 'rank 1 failed at epoch 0, batch 2'] + ['done'] * 4
+    assert [c[5] for c in r1['cancel']] == ['done', 'on rank 1 only'] + ['done'] * 4
+    no_time = lambda h: [{k: v for k, v in d.items() if k != 'time'} for d in h]
+    assert str([no_time(h) for h in r0['stats']]) == str([no_time(h) for h in r1['stats']])  # one history (nan too)
+    assert math.isnan(r0['stats'][4][0]['train_loss'])  # epoch 0 trained on no rank
 
 
 def test_ranks_draw_differently_and_reproducibly(tmp_path):
