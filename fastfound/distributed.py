@@ -142,7 +142,8 @@ class Heartbeat:
 # what ends a batch or a stage, as one number a rank shares; 5: an error
 _CANCELS = (None, CancelTrainException, CancelValidateException, CancelEpochException,
             CancelFitException)
-_LEVEL = {'start': 0, 'loss': 0, 'batch': 0, 'train': 1, 'validate': 2, 'epoch': 3}  # what each meeting point ends
+# what each meeting point ends: 0 a batch, 1 training, 2 validation, 3 the epoch
+_LEVEL = {'start': 0, 'loss': 0, 'batch': 0, 'train': 1, 'validate': 2, 'epoch': 3}
 
 def _code(e)->int:
     "The number that stands for `e` ending a batch or stage: 0 for none."
