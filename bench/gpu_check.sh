@@ -2,7 +2,8 @@
 # The GPU path (issue 22), in under 10 minutes on a machine with CUDA GPUs:
 #   1. the CUDA tests of tests/ (those marked "needs CUDA": test_cli, test_inference, test_training);
 #   2. `fastfound fit --device cuda` with the default recipe, timed, and its test accuracy checked against 93%;
-#   3. DDP, then FSDP2 (--shard), with NCCL, one process per GPU (needs 2 GPUs or more), 2 epochs each, timed.
+#   3. DDP, then FSDP2 (--shard, with its checkpoints through torch.distributed.checkpoint: --max-restarts 1), with
+#      NCCL, one process per GPU (needs 2 GPUs or more), 2 epochs each, timed.
 # Each step has its own time limit. Without a CUDA GPU it stops at once with exit status 2 and says so.
 #
 #     bench/gpu_check.sh            # PY=path/to/python to use another interpreter than .venv/bin/python
@@ -53,8 +54,10 @@ if [ "$NGPU" -ge 2 ]; then
   timed 150 "$OUT/ddp.log" "$PY" -m fastfound fit --device cuda --nproc "$NGPU" --epochs 2 --out "$OUT/ddp"
   grep -E "^(test accuracy|training)" "$OUT/ddp.log"
   step "3b. FSDP2 (--shard) with NCCL on $NGPU GPUs"
-  timed 150 "$OUT/fsdp.log" "$PY" -m fastfound fit --device cuda --nproc "$NGPU" --epochs 2 --shard --out "$OUT/fsdp"
+  timed 150 "$OUT/fsdp.log" "$PY" -m fastfound fit --device cuda --nproc "$NGPU" --epochs 2 --shard \
+    --max-restarts 1 --out "$OUT/fsdp"
   grep -E "^(test accuracy|training)" "$OUT/fsdp.log"
+  ls "$OUT/fsdp/ck"  # last.pt and the folder of shards it names
 else
   step "3. DDP and FSDP2 with NCCL: skipped, they need 2 GPUs or more (found $NGPU)"
 fi
