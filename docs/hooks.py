@@ -721,9 +721,10 @@ GUIDES = [('Study guide', 'study_guide.md'), ('Further research', 'further_resea
           ('Coming from miniai', 'miniai.md'), ('Training on two machines', 'two_machines.md')]
 # for the chapter's reader: pages in docs/ or generated
 REFERENCE = [('Callbacks and events', CALLBACKS_URI)]
-# Chapters that are the library's machinery rather than the chapter's story: files, state, ranks, interrupts, compat, the
-# default callbacks, the everything-at-once import. They get a sidebar group of their own, after the chapters.
-MACHINERY = re.compile(r'^\d+[a-z]?_(files|state|ranks|interrupts?|compat|core_cbs|all)$')
+# Chapters that are the library's machinery rather than the chapter's story: files, state, ranks, shards, interrupts,
+# compat, the default callbacks, the everything-at-once import. They get a sidebar group of their own, after the
+# chapters.
+MACHINERY = re.compile(r'^\d+[a-z]?_(files|state|ranks|shards|interrupts?|compat|core_cbs|all)$')
 EXERCISES = re.compile(r'^\d+[a-z]?_exercises$')
 
 def kind(fn:Path) -> str:
