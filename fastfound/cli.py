@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_cli.ipynb #d47f9098
 from __future__ import annotations  # noqa: F404 (the page shows the command before the code)
-import argparse, contextlib, ctypes, io, math, os, sys, tempfile, time
+import argparse, contextlib, ctypes, io, math, os, sys, tempfile, time, warnings
 from functools import partial
 from pathlib import Path
 import torch
@@ -218,7 +218,8 @@ def recipe(a:argparse.Namespace)->dict:
                 epochs=a.epochs or (8 if conv else 5),
                 lr=a.lr or (1e-2 if conv else 3e-3), bs=a.bs,
                 dtype=precision(a.device, a.precision),
-                channels_last=conv, augment=a.augment and conv, tta=a.tta and conv,
+                channels_last=conv and not a.shard,  # FSDP2 shards contiguous weights only
+                augment=a.augment and conv, tta=a.tta and conv,
                 compile=a.compile, ema=a.ema)
 
 def describe(r:dict)->str:
@@ -248,8 +249,7 @@ class _Finite(Callback):
 def _learner(a:argparse.Namespace, r:dict, dls:DataLoaders)->Learner:
     "The `Learner` for recipe `r`."
     model = MODELS[r['model']](r['width']) if r['width'] else MODELS[r['model']]()
-    if r['channels_last'] and not a.shard:  # FSDP2 shards contiguous weights only
-        model = model.to(memory_format=torch.channels_last)
+    if r['channels_last']: model = model.to(memory_format=torch.channels_last)
     if r['compile']: model = torch.compile(model)
     cbs = [DeviceCB(a.device), CSVLogger(a.out/'history.csv'), _Finite(), DistributedCB(a.shard)]
     if int(os.environ.get('TORCHELASTIC_MAX_RESTARTS') or 0):  # restarts continue from here
@@ -289,6 +289,8 @@ def fit(a:argparse.Namespace)->Learner:
     import matplotlib
     matplotlib.use('Agg')
     t0 = time.perf_counter()
+    if a.shard:  # the models end in a Flatten (a view), and nothing here changes scores in place
+        warnings.filterwarnings('ignore', message='FSDP2-wrapped module .* returned a view tensor')
     reuse_memory()
     set_seed(a.seed)
     r = recipe(a)
