@@ -17,6 +17,7 @@ Every rank runs the same job inside `learn.distrib_ctx(timeout=60)` and saves wh
   empty   a validation set of 1 sample: one rank's shard is empty
   shard   2 epochs with FSDP2 (`distrib_ctx(shard=True)`), then `export`; then 1 epoch with a `Checkpoint` in
           OUT/ck (sharded), copied to OUT/ck0, and a resume of it for epoch 1
+  tb      2 epochs with a `TensorBoardCallback('runs')`, each rank in its own working directory OUT/cwd{R}
 --elastic-kill E,B (resume): rank 1 SIGKILLs itself after batch B of epoch E, but only before torchrun's first
 restart; the job is then run by torchrun with --max-restarts and resumes by itself.
 --shard (resume): the model sharded by FSDP2, its checkpoints written by torch.distributed.checkpoint.
@@ -197,6 +198,14 @@ def main():
         with more.distrib_ctx(timeout=a.timeout, shard=True): more.fit(2, resume=True)
         res['resumed'] = weights(more)
         res['left'] = sorted(f.name for f in (a.out/'ck').iterdir())
+    elif a.mode == 'tb':
+        cwd = a.out/f'cwd{r}'
+        cwd.mkdir(parents=True, exist_ok=True)
+        os.chdir(cwd)
+        from fastfound.tensorboard import TensorBoardCallback
+        learn = build(cbs=[TensorBoardCallback('runs')])
+        with learn.distrib_ctx(timeout=a.timeout): learn.fit(2)
+        res['stats'] = learn.recorder.values
     else: sys.exit(f'unknown mode {a.mode}')
     torch.save(res, a.out/f'rank{r}.pt')
 

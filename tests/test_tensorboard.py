@@ -32,6 +32,20 @@ def test_only_rank_0_writes(tmp_path, monkeypatch):
     assert not (tmp_path/'tb').exists()
 
 
+def test_only_rank_0_writes_on_two_real_ranks(tmp_path):
+    "Two gloo ranks, each in its own folder: one set of event files, rank 0's, with the epochs every rank saw."
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_distributed import run
+    r0, r1 = run('tb', tmp_path)
+    assert not (tmp_path/'cwd1'/'runs').exists()
+    files = list((tmp_path/'cwd0'/'runs').glob('events.out.tfevents.*'))  # the scalars' and the hparams'
+    assert files and len({f.name.split('.')[-2] for f in files}) == 1  # one writer process
+    got = scalars(tmp_path/'cwd0'/'runs', 'epoch/valid_loss')
+    assert got == [(e, pytest.approx(s['valid_loss'])) for e, s in enumerate(r1['stats'])]
+
+
 def test_resumed_fit_goes_on_at_its_step_and_betas_split(tmp_path):
     a = learner([TensorBoardCallback(tmp_path/'a'), Checkpoint(tmp_path/'ck')], opt_func=torch.optim.Adam)
     a.fit(2)
