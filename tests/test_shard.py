@@ -1,7 +1,7 @@
 """Sharded training (issue 22): FSDP2's `fully_shard` per block on 2 gloo ranks, through `distrib_ctx(shard=True)`,
 and its checkpoints through `torch.distributed.checkpoint`. Each job runs under a hard timeout (see
 test_distributed.py)."""
-import sys
+import shutil, sys
 from pathlib import Path
 import pytest, torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -47,7 +47,8 @@ def test_sharded_checkpoint_resumes_on_two_ranks_bit_for_bit(shard):
 
 def test_sharded_checkpoint_resumes_in_one_process(shard, tmp_path):
     out, (r0, r1) = shard
-    one = build(momentum=0.9, cbs=[Checkpoint(out/'ck0', save_best=False)])  # epoch 0, saved by 2 ranks
+    shutil.copytree(out/'ck0', tmp_path/'ck')  # epoch 0, saved by 2 ranks (a copy: this fit writes there)
+    one = build(momentum=0.9, cbs=[Checkpoint(tmp_path/'ck', save_best=False)])
     one.fit(2, resume=True)  # epoch 1 in one process, from the 2 ranks' shards
     h = one.recorder.values
     no_time = lambda d: {k: v for k, v in d.items() if k != 'time'}
@@ -58,7 +59,6 @@ def test_sharded_checkpoint_resumes_in_one_process(shard, tmp_path):
 
 def test_a_changed_or_missing_shard_fails_the_resume_and_changes_nothing(shard, tmp_path):
     out, _ = shard
-    import shutil
     shutil.copytree(out/'ck', tmp_path/'ck')
     name = load_file(tmp_path/'ck'/'last.pt')['shards']['folder']
     f = tmp_path/'ck'/name/'__1_0.distcp'
@@ -71,3 +71,17 @@ def test_a_changed_or_missing_shard_fails_the_resume_and_changes_nothing(shard, 
     for k, v in weights(learn).items(): assert torch.equal(v, w0[k]), k
     f.unlink()
     with pytest.raises(CheckpointError, match='__1_0.distcp is missing'): read_checkpoint(tmp_path/'ck'/'last.pt')
+
+
+def test_a_sharded_record_loads_as_weights_in_one_process(shard):
+    "`Learner.load` (what `Checkpoint(load_best=True)` calls) and `load_learner` read the 2 ranks' shards too."
+    out, _ = shard
+    one = build(momentum=0.9)
+    one.fit(1)  # epoch 0 in one process
+    a = build(momentum=0.9).load(out/'ck0'/'best.pt', with_opt=False)
+    assert a.opt is None  # the weights alone
+    b = load_learner(out/'ck0'/'last.pt', build().model)
+    for k, v in weights(one).items():
+        for m in (a.model, b.model): torch.testing.assert_close(m.state_dict()[k], v, atol=1e-5, rtol=1e-5)
+    c = build(momentum=0.9).load(out/'ck0'/'last.pt')  # and the optimizer's state, by parameter
+    assert c.opt.state_dict()['param_groups'][0]['momentum'] == 0.9 and len(c.opt.state) == 4
