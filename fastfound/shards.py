@@ -98,7 +98,9 @@ def save_shards(model:nn.Module, # a sharded model (or a plain one)
     check_plain(rest, "the optimizer's settings")
     folder = Path(folder)
     with _one_process_ok(): dcp.save(ts, storage_writer=dcp.FileSystemWriter(folder))
-    parts = {i.relative_path for i in read_index(folder).storage_data.values()}
+    parts = set()
+    if (folder/'.metadata').exists():  # rank 0 wrote it, naming every rank's file
+        parts = {i.relative_path for i in read_index(folder).storage_data.values()}
     files = ['.metadata', *sorted(parts)]
     if gone := [f for f in files if not (folder/f).exists()]:
         raise CheckpointError(f'{folder}: this rank does not see {short_list(gone)}: the ranks of '

@@ -164,3 +164,18 @@ def test_elastic_job_goes_on_without_a_lost_host(hosts):
     assert [r.split(',')[0] for r in rows[1:]] == [str(e) for e in range(6)], rows  # one row per epoch
     assert 'test accuracy' in (base/'out0.txt').read_text() and (base/'hosta'/'model.pth').exists()
     print(f'one of two nodes lost: node 0 finished alone {took:.1f} s after the loss ({resumed.strip()})')
+
+
+def test_a_sharded_run_without_a_shared_folder_says_so(hosts):
+    """`--shard --max-restarts 1` writes sharded checkpoints, which need a folder both hosts share; here each host has
+    its own. The first save fails on both, each saying which files it cannot see, and the job ends."""
+    base = hosts['dir']/'noshare'
+    ps = start(hosts, 'noshare', '--epochs', '2', '--shard', '--max-restarts', '1')
+    try: codes = [p.wait(timeout=300) for p in ps]
+    finally: stop_all(ps)
+    err = [(base/f'err{i}.txt').read_text() for i in range(2)]
+    assert codes[0] != 0 and codes[1] != 0, err
+    assert 'this rank does not see __1_0.distcp: the ranks of a sharded run must write checkpoints to a folder they ' \
+           'all share' in err[0], err[0][-3000:]
+    assert 'this rank does not see .metadata' in err[1], err[1][-3000:]
+    assert not (base/'hosta'/'ck'/'last.pt').exists()  # no record names a folder it cannot vouch for
