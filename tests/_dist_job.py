@@ -16,7 +16,8 @@ Every rank runs the same job inside `learn.distrib_ctx(timeout=60)` and saves wh
   rng     what each rank draws in its first batches, twice from the same seed
   empty   a validation set of 1 sample: one rank's shard is empty
   shard   2 epochs with FSDP2 (`distrib_ctx(shard=True)`), then `export`; then 1 epoch with a `Checkpoint` in
-          OUT/ck (sharded), copied to OUT/ck0, and a resume of it for epoch 1
+          OUT/ck (sharded), copied to OUT/ck0, and a resume of it for epoch 1; then a
+          2 epochs with `Checkpoint(load_best=True)` in OUT/ck_max that counts epoch 0 as the best
   tb      2 epochs with a `TensorBoardCallback('runs')`, each rank in its own working directory OUT/cwd{R}
 --elastic-kill E,B (resume): rank 1 SIGKILLs itself after batch B of epoch E, but only before torchrun's first
 restart; the job is then run by torchrun with --max-restarts and resumes by itself.
@@ -198,6 +199,12 @@ def main():
         with more.distrib_ctx(timeout=a.timeout, shard=True): more.fit(2, resume=True)
         res['resumed'] = weights(more)
         res['left'] = sorted(f.name for f in (a.out/'ck').iterdir())
+        res['part'] = weights(part)
+        # the highest validation loss is the best here: epoch 0's, loaded from its shards over epoch 1's weights
+        ck = Checkpoint(a.out/'ck_max', monitor='valid_loss', mode='max', load_best=True)
+        best = build(momentum=0.9, cbs=[ck])
+        with best.distrib_ctx(timeout=a.timeout, shard=True): best.fit(2)
+        res['best'], res['best_epoch'] = weights(best), best.checkpoint.best_epoch
     elif a.mode == 'tb':
         cwd = a.out/f'cwd{r}'
         cwd.mkdir(parents=True, exist_ok=True)

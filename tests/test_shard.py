@@ -45,6 +45,15 @@ def test_sharded_checkpoint_resumes_on_two_ranks_bit_for_bit(shard):
     assert {f for f in r0['left'] if f.startswith('shards-')} == named  # no folder left that none names
 
 
+def test_load_best_after_a_sharded_fit(shard):
+    "`Checkpoint(load_best=True)` on 2 sharded ranks: both end with the best epoch's weights, read from its shards."
+    out, (r0, r1) = shard
+    assert r0['best_epoch'] == r1['best_epoch'] == 0
+    assert any(not torch.equal(r0['part'][k], v) for k, v in r0['weights'].items())  # epoch 1 changed them
+    for r in (r0, r1):
+        for k, v in r0['part'].items(): assert torch.equal(r['best'][k], v), k  # epoch 0's, bit for bit
+
+
 def test_sharded_checkpoint_resumes_in_one_process(shard, tmp_path):
     out, (r0, r1) = shard
     shutil.copytree(out/'ck0', tmp_path/'ck')  # epoch 0, saved by 2 ranks (a copy: this fit writes there)
