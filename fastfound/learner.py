@@ -538,8 +538,9 @@ class Learner:
         snap = Snapshot(self.model, self.opt, self.cbs, self.dls)
         try:
             if sh is not None: load_shards(self.model, self.opt, sh, src)
-            if with_opt: load_opt_state(self.opt, d['opt'], d['opt_type'], src)
-            if sh is None: load_model_state(self.model, d['model'], src)
+            else:
+                if with_opt: load_opt_state(self.opt, d['opt'], d['opt_type'], src)
+                load_model_state(self.model, d['model'], src)
             # a rank other than 0 leaves the `main_only` callbacks (a log file's writer) alone
             idle = [c for c in self.cbs if c.main_only and not is_main()]
             load_cb_states(self.cbs, d['cbs'], src, idle)

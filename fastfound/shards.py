@@ -7,10 +7,11 @@ from __future__ import annotations
 import pickle, warnings
 from contextlib import contextmanager
 from pathlib import Path
+import shutil
 import torch
 from torch import nn
-import shutil
 from .files import CheckpointError, check_plain, digest, load_file, short_list
+from .state import state_mismatch
 
 # %% auto #0
 __all__ = ['is_sharded', 'read_index', 'save_shards', 'load_shards', 'sweep_shards']
@@ -119,17 +120,12 @@ def _names(d:dict, pre:str='')->dict:
 
 def _check_index(ts:dict, md, model:nn.Module, src):
     "Raise a `CheckpointError` unless the index `md` has the tensors `ts` names, in their shapes."
-    want, have = _names(ts), md.state_dict_metadata
-    tops = {k.split('.', 1)[0] + '.' for k in want}
-    missing = [k for k in want if k not in have]
-    extra = [k for k in have if k.startswith(tuple(tops)) and k not in want]
-    shapes = [f'{k} is {tuple(have[k].size)} there, {tuple(want[k].shape)} here'
-              for k in want if k in have and tuple(have[k].size) != tuple(want[k].shape)]
-    if missing or extra or shapes:
-        why = [f'{w}: {short_list(ks)}' for w, ks in
-               (('missing', missing), ('unexpected', extra), ('other shapes', shapes)) if ks]
+    here = {k: tuple(t.shape) for k, t in _names(ts).items()}
+    tops = tuple({k.split('.', 1)[0] + '.' for k in here})  # 'model.', and 'opt.' with an optimizer
+    there = {k: tuple(m.size) for k, m in md.state_dict_metadata.items() if k.startswith(tops)}
+    if why := state_mismatch(here, there):
         raise CheckpointError(f'{src} holds the state of a different model or optimizer than '
-                              f'{type(model).__name__} ({"; ".join(why)})')
+                              f'{type(model).__name__} ({why})')
 
 def load_shards(model:nn.Module, # a sharded model (or a plain one)
                 opt, # its optimizer, or `None`: the weights alone

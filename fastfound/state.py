@@ -14,8 +14,9 @@ from .interrupts import uninterrupted
 from .interrupts import finalizing, held, hold_interrupts, release_interrupts  # noqa: F401
 
 # %% auto #0
-__all__ = ['rng_states', 'set_rng_states', 'set_seed', 'bare_model', 'check_model_state', 'load_model_state', 'check_opt_state',
-           'load_opt_state', 'cb_names', 'cb_states', 'load_cb_states', 'check_train_record', 'Snapshot']
+__all__ = ['rng_states', 'set_rng_states', 'set_seed', 'bare_model', 'state_mismatch', 'check_model_state', 'load_model_state',
+           'check_opt_state', 'load_opt_state', 'cb_names', 'cb_states', 'load_cb_states', 'check_train_record',
+           'Snapshot']
 
 # %% ../nbs/04c_state.ipynb #37d6fb82
 def _np_state():
@@ -83,6 +84,16 @@ def bare_model(model:nn.Module)->nn.Module:
         if not isinstance(inner, nn.Module): return model
         model = inner
 
+def state_mismatch(here:dict, # name -> shape of what the saved state would go into
+                   there:dict, # name -> shape in the saved state
+                  )->str:
+    "What differs between the names and shapes `here` and `there`, in words; `''`: nothing."
+    missing, extra = [k for k in here if k not in there], [k for k in there if k not in here]
+    shapes = [f'{k} is {there[k]} there, {here[k]} here'
+              for k in here if k in there and there[k] != here[k]]
+    return '; '.join(f'{w}: {short_list(ks)}' for w, ks in
+                     (('missing', missing), ('unexpected', extra), ('other shapes', shapes)) if ks)
+
 def check_model_state(model:nn.Module, # where the weights would go
                       sd:dict, # a state dict
                       src='the checkpoint', # named in the error
@@ -93,14 +104,10 @@ def check_model_state(model:nn.Module, # where the weights would go
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f'{src} holds no model weights (expected a dict of tensors, '
                               f'got {type(sd).__name__})')
-    missing, extra = [k for k in own if k not in sd], [k for k in sd if k not in own]
-    shapes = [f'{k} is {tuple(sd[k].shape)} there, {tuple(v.shape)} here'
-              for k, v in own.items() if k in sd and sd[k].shape != v.shape]
-    if missing or extra or shapes:
-        why = [f'{w}: {short_list(ks)}' for w, ks in
-               (('missing', missing), ('unexpected', extra), ('other shapes', shapes)) if ks]
+    shape = lambda d: {k: tuple(v.shape) for k, v in d.items()}
+    if why := state_mismatch(shape(own), shape(sd)):
         raise CheckpointError(f'{src} holds the weights of a different model than '
-                              f'{type(model).__name__} ({"; ".join(why)})')
+                              f'{type(model).__name__} ({why})')
 
 def load_model_state(model:nn.Module, # where the weights go
                      sd:dict, # a state dict
